@@ -1,0 +1,121 @@
+"""Tables of the feedback store (SQLAlchemy 2 ORM).
+
+Kept apart from ``store.py`` so the schema can be read in one screen: the store's rules
+(validation, transactions, assignment) live there, the shape of the data lives here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+LABELER_KINDS = ("human", "simulated", "ai")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware UTC, so SQLite and PostgreSQL agree on what 'created' means."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ItemRow(Base):
+    """One prompt to be ranked under one alignment criterion, in one feedback round."""
+
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    criterion: Mapped[str] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    completions: Mapped[list[CompletionRow]] = relationship(
+        back_populates="item", order_by="CompletionRow.position", cascade="all, delete-orphan"
+    )
+
+
+class CompletionRow(Base):
+    """One of an item's K completions; ``position`` is generation order, not display order."""
+
+    __tablename__ = "completions"
+    __table_args__ = (UniqueConstraint("item_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    item: Mapped[ItemRow] = relationship(back_populates="completions")
+
+
+class LabelerRow(Base):
+    """A person or program that ranks; only the SHA-256 of its token is kept."""
+
+    __tablename__ = "labelers"
+    __table_args__ = (
+        CheckConstraint("kind IN ('human', 'simulated', 'ai')", name="labeler_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20), default="human")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RankingRow(Base):
+    """One labeler's ranking of one item: ``ranks`` maps completion id -> rank (1 = best)."""
+
+    __tablename__ = "rankings"
+    __table_args__ = (UniqueConstraint("item_id", "labeler_id", name="one_ranking_per_labeler"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id"), index=True)
+    # JSON object keys are strings; the store converts them back to ints on the way out.
+    ranks: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    flagged_unsafe: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AssignmentRow(Base):
+    """A lease: the item a labeler currently has on screen.
+
+    Without it, several labelers who open the page at once are all handed the same item and
+    it ends up ranked more than ``overlap`` times while others wait.
+    """
+
+    __tablename__ = "assignments"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id"), primary_key=True)
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CriterionRow(Base):
+    """The guideline text labelers read for a criterion (e.g. 'harmlessness')."""
+
+    __tablename__ = "criteria"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    guideline: Mapped[str] = mapped_column(Text, default="")
