@@ -833,26 +833,31 @@ def _redteam(run: Run) -> str:
 
 
 def _comparison(runs: Sequence[Run]) -> str:
+    """One row per run with the numbers that decide between configs."""
+    vary = {attr: len({getattr(r, attr) for r in runs}) > 1 for attr in ("criterion", "model")}
+    headers = ["run"] + [a for a, v in vary.items() if v] + [
+        "PPO steps", "KL coef", "KL to ref", "RM acc", "harm base → aligned", "paired Δ (95% CI)",
+        "", "time"]
     rows = []
-    for run in runs:
+    for i, run in enumerate(runs):
         ev, ppo, rm = run.section("evaluation"), run.section("ppo"), run.section("reward_model")
         r = (judge_results(ev) or [None])[0]
         verdict, kind = _verdict(r.diff_ci if r else None)
-        rows.append([
-            f"<b>{_e(run.label)}</b><div class='src'>{_e(run.path)}</div>",
-            f"{_e(run.criterion)}<div class='src'>{_e(run.model)}</div>",
-            _fmt(ppo.get("iterations")), _fmt(ppo.get("kl_coef")),
-            _fmt(ev.get("kl_to_reference"), 2), _pct(rm.get("eval_accuracy")),
-            f"{_fmt(r.before if r else None)} → {_fmt(r.after if r else None)}",
-            f"{_signed(r.diff if r else None)} <small>{_ci(r.diff_ci if r else None, signed=True)}"
-            f"</small> {_badge(verdict, kind)}",
-            _e(_duration(_num(run.section("run").get("seconds_total")) or
-                         sum(run.stage_seconds().values()) or None)),
-        ])
-    table = _table(["run", "criterion · model", "PPO iters", "β", "KL to ref", "RM acc",
-                    "harm base → aligned", "paired Δ (95% CI)", "time"], rows,
-                   numeric={2, 3, 4, 5, 6, 7, 8}, cls="compact")
-    return table + _config_diff(runs)
+        color = plots.RUN_COLORS[i % len(plots.RUN_COLORS)]
+        rows.append(
+            [f'<span class="key"><i style="background:{color}"></i><b>{_e(run.label)}</b></span>']
+            + [_e(getattr(run, a)) for a, v in vary.items() if v]
+            + [_fmt(ppo.get("iterations")), _fmt(ppo.get("kl_coef")),
+               _fmt(ev.get("kl_to_reference"), 2), _pct(rm.get("eval_accuracy")),
+               f"{_fmt(r.before if r else None)} → {_fmt(r.after if r else None)}",
+               f"{_signed(r.diff if r else None)} "
+               f"<small>{_ci(r.diff_ci if r else None, signed=True)}</small>",
+               _badge(verdict, kind),
+               _e(_duration(_num(run.section("run").get("seconds_total")) or
+                            sum(run.stage_seconds().values()) or None))])
+    first_num = 1 + sum(vary.values())
+    numeric = set(range(first_num, first_num + 6)) | {first_num + 7}
+    return _table(headers, rows, numeric=numeric, cls="compact") + _config_diff(runs)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -945,11 +950,7 @@ def _single(run: Run, pngs: Mapping[str, bytes]) -> str:
 
 
 def _multi(runs: Sequence[Run], pngs: Mapping[str, bytes]) -> str:
-    legend = "".join(
-        f'<span class="key"><i style="background:{plots.RUN_COLORS[i % len(plots.RUN_COLORS)]}">'
-        f"</i>{_e(r.label)}</span>" for i, r in enumerate(runs))
-    overview = _section("compare", "Runs compared",
-                        f'<div class="keys legend">{legend}</div>' + _comparison(runs) +
+    overview = _section("compare", "Runs compared", _comparison(runs) +
                         _fig(pngs, "judges", "before/after harm per run and judge"))
     curves = _section("curves", "Training, overlaid", "".join([
         _fig(pngs, "training", "proxy reward, gold and KL per PPO step, per run"),
@@ -962,9 +963,10 @@ def _multi(runs: Sequence[Run], pngs: Mapping[str, bytes]) -> str:
         _fig(pngs, "harm", "histograms of per-sample harm, per run"),
     ]) or '<p class="absent">No reward model or evaluation recorded.</p>')
     details = "".join(_run_details(r, i) for i, r in enumerate(runs))
+    chips = [f"criterion <b>{_e(c)}</b>" for c in dict.fromkeys(r.criterion for r in runs)]
+    chips += [f"model <b>{_e(m)}</b>" for m in dict.fromkeys(r.model for r in runs)]
     header = _header(f"{len(runs)} runs compared", " · ".join(_e(r.label) for r in runs),
-                     [f"criterion <b>{_e(c)}</b>" for c in dict.fromkeys(r.criterion
-                                                                         for r in runs)])
+                     chips)
     nav = _nav([("compare", "Comparison"), ("curves", "Training"), ("models", "RM & harm"),
                 ("runs", "Each run")])
     body = (overview + curves + rm_eval +
