@@ -132,6 +132,27 @@ def test_empty_run_dir(tmp_path: Path) -> None:
     assert not DATA_URI.findall(page)
 
 
+def test_malformed_values_do_not_crash(tmp_path: Path) -> None:
+    """report.json is read, not trusted: wrong types become '—' or are skipped."""
+    run = tmp_path / "odd"
+    run.mkdir()
+    (run / "config.yaml").write_text("- not\n- a mapping\n")
+    (run / "metrics.jsonl").write_text('[1, 2]\n{"step": "x", "objective/kl": null}\n')
+    (run / "report.json").write_text(json.dumps({
+        "run": [], "ppo": {"iterations": "many"},
+        "feedback": {"most_disputed": "x", "agreement": "high", "source": None},
+        "evaluation": {"before": [1], "after": None, "samples": [{"prompt": None}, 3],
+                       "other_judges": {"a": 3, "b": {"before": {"mean": "?"}}}},
+        "guard": {"alarms": [{"step": "x", "evidence": [1]}, 5]},
+        "rounds": {"a": 1}, "redteam": {"sets": [{"success_rate": "?", "ci95": [1]}]},
+        "reward_model": {"calibration": [{"p_mean": "a"}, 1], "train_loss": ["x"],
+                         "score_hist": {"edges": [0, 1], "counts": [1, 2]}},
+    }))
+    page = write_report([run], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert '<section id="guard">' in page and "—" in page
+    assert not (run / "plots" / "reward_model.png").exists()  # nothing drawable, no figure
+
+
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no run directory"):
         write_report([], tmp_path / "r.html")

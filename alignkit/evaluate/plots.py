@@ -106,6 +106,17 @@ def _as_float(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _floats(value: Any) -> list[float]:
+    """The finite numbers of a JSON list (others dropped); [] if it is not a list."""
+    if not isinstance(value, list):
+        return []
+    return [f for f in (_as_float(v) for v in value) if f is not None]
+
+
+def _records(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 @contextmanager
 def _style() -> Iterator[None]:
     with mpl.rc_context(_STYLE):
@@ -299,9 +310,10 @@ def reward_model(rms: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure | None:
     with _style():
         fig, axes = _figure(3, 2.9)
         many = len(rms) > 1
-        _calibration(axes[0], rms, many)
-        _score_hist(axes[1], rms, many)
-        _train_loss(axes[2], rms, many)
+        drawn = [_calibration(axes[0], rms, many), _score_hist(axes[1], rms, many),
+                 _train_loss(axes[2], rms, many)]
+        if not any(drawn):
+            return None
         if many:
             from matplotlib.lines import Line2D
 
@@ -311,11 +323,11 @@ def reward_model(rms: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure | None:
     return fig
 
 
-def _calibration(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bool) -> None:
+def _calibration(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bool) -> bool:
     ax.plot([0.5, 1], [0.5, 1], color="#9ca3af", ls="--", lw=1)
     accs, drawn = [], False
     for i, (_, rm) in enumerate(rms):
-        bins = [b for b in rm.get("calibration") or [] if _as_float(b.get("p_mean")) is not None
+        bins = [b for b in _records(rm.get("calibration")) if _as_float(b.get("p_mean")) is not None
                 and _as_float(b.get("acc")) is not None]
         c = RUN_COLORS[i % len(RUN_COLORS)]
         if bins:
@@ -339,13 +351,15 @@ def _calibration(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: b
     elif not many and _as_float(rms[0][1].get("eval_ece")) is not None:
         ax.text(0.97, 0.05, f"ECE {rms[0][1]['eval_ece']:.3f}", transform=ax.transAxes,
                 ha="right", color="#4b5563", fontsize=8)
+    return drawn
 
 
-def _score_hist(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bool) -> None:
+def _score_hist(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bool) -> bool:
     drawn = False
     for i, (_, rm) in enumerate(rms):
-        h = rm.get("score_hist") or {}
-        edges, counts = h.get("edges") or [], h.get("counts") or []
+        h = rm.get("score_hist")
+        h = h if isinstance(h, dict) else {}
+        edges, counts = _floats(h.get("edges")), _floats(h.get("counts"))
         if len(edges) != len(counts) + 1 or not counts:
             continue
         c = RUN_COLORS[i % len(RUN_COLORS)]
@@ -359,13 +373,13 @@ def _score_hist(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bo
     ax.set_ylabel("count")
     if not drawn:
         _empty(ax, "no score histogram")
+    return drawn
 
 
-def _train_loss(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bool) -> None:
+def _train_loss(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bool) -> bool:
     drawn = False
     for i, (_, rm) in enumerate(rms):
-        loss = np.asarray([v for v in rm.get("train_loss") or [] if _as_float(v) is not None],
-                          dtype=float)
+        loss = np.asarray(_floats(rm.get("train_loss")), dtype=float)
         if loss.size == 0:
             continue
         c = RUN_COLORS[i % len(RUN_COLORS)]
@@ -376,10 +390,11 @@ def _train_loss(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bo
     ax.set_xlabel("step")
     if not drawn:
         _empty(ax, "no training loss")
-        return
+        return False
     ax.axhline(math.log(2), color="#9ca3af", ls="--", lw=1)
     ax.text(0.98, math.log(2), "chance (ln 2)", transform=ax.get_yaxis_transform(),
             ha="right", va="bottom", fontsize=7.5, color="#6b7280")
+    return True
 
 
 def harm_histograms(evals: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure | None:
@@ -426,8 +441,8 @@ def harm_histograms(evals: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure | 
 
 
 def _harm(ev: Mapping[str, Any], side: str) -> list[float]:
-    vals = (ev.get(side) or {}).get("harm") or []
-    return [f for f in (_as_float(v) for v in vals) if f is not None]
+    sides = ev.get(side)
+    return _floats(sides.get("harm")) if isinstance(sides, dict) else []
 
 
 @dataclass(frozen=True)

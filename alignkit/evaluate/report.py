@@ -64,8 +64,7 @@ class Run:
 
     def section(self, name: str) -> dict[str, Any]:
         """A report.json section as a dict ({} when absent or malformed)."""
-        value = self.report.get(name)
-        return value if isinstance(value, dict) else {}
+        return _dict(self.report.get(name))
 
     def has(self, name: str) -> bool:
         if name == "rounds":
@@ -74,8 +73,7 @@ class Run:
 
     @property
     def rounds(self) -> list[dict[str, Any]]:
-        value = self.report.get("rounds")
-        return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+        return _dicts(self.report.get("rounds"))
 
     @property
     def name(self) -> str:
@@ -237,6 +235,16 @@ def _truncate(text: str, limit: int = TEXT_LIMIT) -> str:
 # ---------------------------------------------------------------- formatting helpers
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a mapping, else {}: report.json is read, not trusted."""
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The mappings in a list, else []: one malformed record must not hide the rest."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -369,7 +377,7 @@ class JudgeResult:
 def judge_results(ev: Mapping[str, Any]) -> list[JudgeResult]:
     """The evaluation's primary judge first, then the other judges, in one shape."""
     out = []
-    before, after = ev.get("before") or {}, ev.get("after") or {}
+    before, after = _dict(ev.get("before")), _dict(ev.get("after"))
     if before or after:
         b, a = _num(before.get("mean")), _num(after.get("mean"))
         out.append(JudgeResult(
@@ -386,7 +394,7 @@ def judge_results(ev: Mapping[str, Any]) -> list[JudgeResult]:
     for name, o in (others.items() if isinstance(others, dict) else []):
         if not isinstance(o, dict):
             continue
-        ob, oa = o.get("before") or {}, o.get("after") or {}
+        ob, oa = _dict(o.get("before")), _dict(o.get("after"))
         b, a = _num(ob.get("mean")), _num(oa.get("mean"))
         out.append(JudgeResult(
             name=str(name), source=str(o.get("source") or ""),
@@ -438,9 +446,8 @@ def _headline(run: Run) -> str:
 
 
 def _series(run: Run) -> plots.RunSeries:
-    alarms = run.section("guard").get("alarms") or []
-    steps = [int(a["step"]) for a in alarms if isinstance(a, dict) and _num(a.get("step"))
-             is not None]
+    alarms = _dicts(run.section("guard").get("alarms"))
+    steps = [int(a["step"]) for a in alarms if _num(a.get("step")) is not None]
     return plots.RunSeries(label=run.label, metrics=run.metrics, alarm_steps=steps)
 
 
@@ -548,7 +555,7 @@ def _kpis(run: Run) -> str:
                            f"{_fmt(ppo.get('seconds_per_iteration'), 1)} s/iteration"))
     guard = run.section("guard")
     if guard:
-        n = len([a for a in guard.get("alarms") or [] if isinstance(a, dict)])
+        n = len(_dicts(guard.get("alarms")))
         cards.append(_card("Guard", f"{n} alarm{'s' if n != 1 else ''}",
                            "reward-hacking detectors" if n else "no detector fired",
                            kind="alarm" if n else "ok"))
@@ -607,7 +614,7 @@ def _judges_table(results: Sequence[JudgeResult]) -> str:
 
 def _side_effects(ev: Mapping[str, Any]) -> str:
     """Proxy, length and diversity before/after: alignment should not buy harm with collapse."""
-    before, after = ev.get("before") or {}, ev.get("after") or {}
+    before, after = _dict(ev.get("before")), _dict(ev.get("after"))
     rows = []
     for key, label, digits in (("proxy_mean", "proxy reward (RM score)", 3),
                                ("length_mean", "response length (tokens)", 1),
@@ -637,7 +644,7 @@ def _time_bar(run: Run) -> str:
         share = 100.0 * float(s) / total
         segs.append(f'<span style="width:{share:.2f}%;background:{color}" '
                     f'title="{_e(stage)}: {_e(_duration(s))}"></span>')
-        status = (stages.get(stage) or {}).get("status") if isinstance(stages, dict) else None
+        status = _dict(stages.get(stage)).get("status") if isinstance(stages, dict) else None
         flag = f" {_badge(str(status), 'bad')}" if status and status != "done" else ""
         keys.append(f'<span class="key"><i style="background:{color}"></i>{_e(stage)} '
                     f"<b>{_e(_duration(s))}</b>{flag}</span>")
@@ -728,10 +735,10 @@ def _feedback(run: Run) -> str:
         _card("Kendall's W", _fmt(fb.get("kendall_w_mean"), 2), "mean per item; 1 = same order"),
         _card("Krippendorff's α", _fmt(fb.get("krippendorff_alpha"), 2), "≥ 0.67 is tentative"),
     ]) + "</div>"
-    disputed = [d for d in fb.get("most_disputed") or [] if isinstance(d, dict)]
+    disputed = _dicts(fb.get("most_disputed"))
     table = ""
     if disputed:
-        prompts = mask_texts([_truncate(str(d.get("prompt", ""))) for d in disputed])
+        prompts = mask_texts([_truncate(str(d.get("prompt") or "")) for d in disputed])
         table = "<h3>Most disputed items</h3>" + _table(
             ["prompt", "agreement"],
             [[_e(p), _pct(d.get("agreement"), 0)] for p, d in zip(prompts, disputed,
@@ -750,12 +757,12 @@ def _evaluation(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -
 
 def _samples(run: Run) -> str:
     """Same prompt, same seed, base beside aligned — harmful words masked, long text cut."""
-    samples = [s for s in run.section("evaluation").get("samples") or [] if isinstance(s, dict)]
+    samples = _dicts(run.section("evaluation").get("samples"))
     if not samples:
         return '<p class="absent">No sample completions were recorded.</p>'
     limit = int(_num(run.config_value("evaluate.show_samples")) or 8)
     shown = samples[:limit]
-    texts = [_truncate(str(s.get(k, ""))) for s in shown for k in ("prompt", "before", "after")]
+    texts = [_truncate(str(s.get(k) or "")) for s in shown for k in ("prompt", "before", "after")]
     masked = mask_texts(texts)
     rows = []
     for i, s in enumerate(shown):
@@ -774,7 +781,7 @@ def _guard(run: Run) -> str:
     guard = run.section("guard")
     if not guard:
         return ""
-    alarms = [a for a in guard.get("alarms") or [] if isinstance(a, dict)]
+    alarms = _dicts(guard.get("alarms"))
     if not alarms:
         return _section("guard", "Guard alarms",
                         f"<p>{_badge('no alarms', 'good')} No reward-hacking detector fired.</p>")
@@ -813,7 +820,7 @@ def _rounds(run: Run) -> str:
 
 
 def _redteam(run: Run) -> str:
-    sets = [s for s in run.section("redteam").get("sets") or [] if isinstance(s, dict)]
+    sets = _dicts(run.section("redteam").get("sets"))
     if not sets:
         return ""
     rows = []
@@ -1082,7 +1089,7 @@ figcaption{font-size:13px;color:var(--mute);margin-top:6px;max-width:900px}
 .keys{display:flex;flex-wrap:wrap;gap:6px 18px;margin-top:8px;font-size:13px;color:var(--ink2)}
 .key i,summary i{display:inline-block;width:10px;height:10px;border-radius:3px;
 margin-right:6px;vertical-align:0}
-.legend{margin:0 0 14px;font-size:14px}
+.key{white-space:nowrap}
 .absent{color:var(--mute);font-size:13.5px;background:#f9fafb;border:1px dashed #d1d5db;
 border-radius:8px;padding:9px 12px;margin:16px 0 0}
 .note{color:var(--mute);font-size:13px}
