@@ -1,5 +1,149 @@
-"""`alignkit label ...`: the labeling workforce's commands (owned by the feedback package)."""
+"""`alignkit label ...`: the labeling workforce's commands (owned by the feedback package).
+
+Thin: parse options, open the store, call one function, print. The database URL comes
+from ``--db`` or ``ALIGNKIT_FEEDBACK_DB`` so a team sets it once per shell.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Annotated, NoReturn
 
 import typer
 
 label_app = typer.Typer(help="Human feedback: serve the labeling app, manage labelers, export.")
+
+DEFAULT_DB = "sqlite:///feedback.db"
+Db = Annotated[str, typer.Option("--db", envvar="ALIGNKIT_FEEDBACK_DB",
+                                 help="SQLAlchemy URL: sqlite:///path.db or postgresql://…")]
+Round = Annotated[int | None, typer.Option("--round", help="Only this feedback round.")]
+
+
+def _store(db: str):  # imported lazily: `alignkit --help` should not load SQLAlchemy
+    from alignkit.feedback.store import FeedbackStore
+
+    return FeedbackStore(db)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@label_app.command()
+def serve(
+    db: Db = DEFAULT_DB,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface; 0.0.0.0 exposes it to the network.")]
+    = "127.0.0.1",
+    admin_token: Annotated[str | None, typer.Option(
+        envvar="ALIGNKIT_ADMIN_TOKEN", help="Admin token; a random one is printed if unset.")]
+    = None,
+    overlap: Annotated[int, typer.Option(help="Labelers who rank each item.")] = 3,
+    round: Round = None,
+) -> None:
+    """Serve the labeler page (/label), the admin page (/admin) and the JSON API (/docs)."""
+    import uvicorn
+
+    from alignkit.feedback.app import create_app
+
+    token = admin_token or secrets.token_urlsafe(24)
+    store = _store(db)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    typer.echo(f"labeling app on {base}  (database {store.url.split('@')[-1]})")
+    typer.echo(f"admin page: {base}/admin#token={token}")
+    typer.echo(f"API docs:   {base}/docs")
+    uvicorn.run(create_app(store, admin_token=token, overlap=overlap, round=round),
+                host=host, port=port, log_level="warning")
+
+
+@label_app.command("add-labeler")
+def add_labeler(
+    name: Annotated[str, typer.Argument(help="Unique labeler name.")],
+    db: Db = DEFAULT_DB,
+    kind: Annotated[str, typer.Option(help="human, simulated or ai.")] = "human",
+    url: Annotated[str, typer.Option(help="Where the app is served, for the link.")]
+    = "http://127.0.0.1:8000",
+) -> None:
+    """Register a labeler and print their personal token and link (shown only once)."""
+    from alignkit.feedback.store import FeedbackError
+
+    try:
+        _, token = _store(db).add_labeler(name, kind=kind)  # type: ignore[arg-type]
+    except FeedbackError as e:
+        _fail(str(e))
+    typer.echo(f"token: {token}")
+    typer.echo(f"link:  {url.rstrip('/')}/label#token={token}")
+    typer.echo("The token is stored hashed and cannot be shown again: send the link now.")
+
+
+@label_app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="JSONL: one {\"prompt\", \"completions\"} a line.")],
+    db: Db = DEFAULT_DB,
+    criterion: Annotated[str, typer.Option(help="Criterion shown to labelers.")]
+    = "harmlessness",
+    guideline: Annotated[str | None, typer.Option(help="Guideline text for the criterion.")]
+    = None,
+    round: Annotated[int, typer.Option(help="Feedback round of these items.")] = 0,
+) -> None:
+    """Add items to rank from a JSONL file (all lines checked before anything is written)."""
+    from alignkit.feedback.store import FeedbackError
+
+    records: list[tuple[str, list[str]]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        _fail(f"cannot read {path}: {e.strerror}")
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            _fail(f"{path}:{lineno}: not JSON ({e.msg})")
+        prompt = rec.get("prompt") if isinstance(rec, dict) else None
+        comps = rec.get("completions") if isinstance(rec, dict) else None
+        if not isinstance(prompt, str) or not isinstance(comps, list):
+            _fail(f"{path}:{lineno}: needs {{\"prompt\": str, \"completions\": [str, ...]}}")
+        records.append((prompt, comps))
+    try:
+        ids = _store(db).add_items(records, criterion, round=round, guideline=guideline)
+    except FeedbackError as e:
+        _fail(f"{path}: {e}")
+    typer.echo(f"imported {len(ids)} items (round {round}, criterion '{criterion}')")
+
+
+@label_app.command()
+def status(
+    db: Db = DEFAULT_DB,
+    overlap: Annotated[int, typer.Option(help="Labelers wanted per item.")] = 3,
+    round: Round = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Progress, per-labeler counts and agreement."""
+    from alignkit.feedback.admin import admin_summary, format_status
+
+    summary = admin_summary(_store(db), overlap, round)
+    typer.echo(json.dumps(summary, indent=2) if as_json else format_status(summary))
+
+
+@label_app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Pairs JSONL to write.")],
+    db: Db = DEFAULT_DB,
+    aggregate: Annotated[str, typer.Option(help="majority or bradley_terry.")] = "majority",
+    round: Round = None,
+) -> None:
+    """Write every item's aggregated pairwise preferences (TRL RewardTrainer reads it too)."""
+    from alignkit.feedback.pairs import rankings_to_pairs, write_pairs_jsonl
+
+    if aggregate not in ("majority", "bradley_terry"):
+        _fail(f"--aggregate '{aggregate}' is unknown — use majority or bradley_terry")
+    pairs = rankings_to_pairs(_store(db), aggregate=aggregate, round=round)  # type: ignore[arg-type]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_pairs_jsonl(pairs, out)
+    sources = sorted({p.source for p in pairs})
+    typer.echo(f"wrote {len(pairs)} pairs to {out} (source: {', '.join(sources) or '-'})")

@@ -36,7 +36,7 @@ from alignkit.feedback.schema import (
 )
 
 LabelerKind = Literal["human", "simulated", "ai"]
-ErrorCode = Literal["invalid", "not_found", "conflict"]
+ErrorCode = Literal["invalid", "not_found", "conflict", "forbidden"]
 
 
 class FeedbackError(ValueError):
@@ -108,6 +108,8 @@ class RankingInput:
     ranks: Mapping[int, int]
     skipped: bool = False
     flagged_unsafe: bool = False
+    # The web app sets this: a labeler may only rank an item that was handed to them.
+    require_assignment: bool = False
 
 
 def hash_token(token: str) -> str:
@@ -345,15 +347,17 @@ class FeedbackStore:
         ranks: Mapping[int, int],
         skipped: bool = False,
         flagged_unsafe: bool = False,
+        require_assignment: bool = False,
     ) -> int:
         """Store one ranking (1 = best, ties share a rank); returns its id.
 
         Refused with :class:`FeedbackError` (nothing written) unless ``ranks`` covers exactly
         the item's completion ids with integer ranks in 1..K and the labeler has not already
-        submitted this item. A skipped item carries no ranks.
+        submitted this item. A skipped item carries no ranks. With ``require_assignment``
+        the item must also have been handed to this labeler by :meth:`next_item_for`.
         """
         return self.submit_rankings(
-            [RankingInput(labeler_id, item_id, ranks, skipped, flagged_unsafe)]
+            [RankingInput(labeler_id, item_id, ranks, skipped, flagged_unsafe, require_assignment)]
         )[0]
 
     def submit_rankings(self, batch: Sequence[RankingInput]) -> list[int]:
@@ -399,6 +403,9 @@ class FeedbackStore:
         }
         submitted = set(s.execute(select(RankingRow.item_id, RankingRow.labeler_id).where(
             RankingRow.item_id.in_(item_ids), RankingRow.labeler_id.in_(labeler_ids))).all())
+        handed = set(s.execute(select(AssignmentRow.item_id, AssignmentRow.labeler_id).where(
+            AssignmentRow.item_id.in_(item_ids), AssignmentRow.labeler_id.in_(labeler_ids)
+        )).all()) if any(r.require_assignment for r in batch) else set()
         rows = []
         for r in batch:
             if r.labeler_id not in known_labelers:
@@ -411,6 +418,10 @@ class FeedbackStore:
             if key in submitted:
                 raise FeedbackError(f"item_id {r.item_id} was already ranked by this labeler — "
                                     "ask for the next item", field="item_id", code="conflict")
+            if r.require_assignment and key not in handed:
+                raise FeedbackError(f"item_id {r.item_id} was not handed to this labeler — "
+                                    "fetch the next item and rank that one", field="item_id",
+                                    code="forbidden")
             submitted.add(key)
             ranks = validate_ranks(r.ranks, items[r.item_id], r.skipped)
             rows.append(RankingRow(
