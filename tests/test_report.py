@@ -232,7 +232,7 @@ def test_report_in_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def _save_screenshot(png: bytes, path: Path) -> None:
     """Keep the native 1200 px width (crisp text) but palette it: a third of the bytes."""
     with Image.open(io.BytesIO(png)) as im:
-        im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(path,
-                                                                              optimize=True)
+        im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE,
+                                   dither=Image.Dither.NONE).save(path, optimize=True)
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size[0] == 1200

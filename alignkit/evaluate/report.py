@@ -702,9 +702,9 @@ def _reward_model(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True)
               "train / held-out"),
         _card("Accuracy", _pct(rm.get("eval_accuracy")), "held-out pairs"),
         _card("ECE", _fmt(rm.get("eval_ece")), "calibration error"),
-        _card("Mean margin", _fmt(rm.get("mean_margin"), 2), "chosen − rejected score"),
-        _card("Scores", f"{_fmt(rm.get('score_mean'), 2)} ± {_fmt(rm.get('score_std'), 2)}",
-              "mean ± std"),
+        _card("Mean margin", _fmt(rm.get("mean_margin"), 2),
+              f"chosen − rejected · scores {_fmt(rm.get('score_mean'), 2)} ± "
+              f"{_fmt(rm.get('score_std'), 2)}"),
     ]) + "</div>"
     fig = _fig(pngs, "reward_model", "reward model calibration, scores and loss") \
         if plots_shown else ""
@@ -1016,7 +1016,7 @@ body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.55 system-ui,-ap
 "Segoe UI","Helvetica Neue","Liberation Sans",Arial,sans-serif;
 font-variant-numeric:tabular-nums}
 .wrap{max-width:1120px;margin:0 auto;padding:0 28px}
-header{background:linear-gradient(135deg,#0f172a,#1e3a8a);color:#fff;padding:34px 0 28px}
+header{background:#14224a;color:#fff;padding:34px 0 28px}
 header .brand{font-size:12px;letter-spacing:.14em;text-transform:uppercase;opacity:.7}
 header h1{margin:4px 0 6px;font-size:32px;line-height:1.2;font-weight:700}
 header p{margin:0 0 14px;opacity:.8;font-size:14px}
@@ -1078,7 +1078,7 @@ table.samples td:first-child{width:26%}
 .det{white-space:nowrap}
 .flow{display:flex;flex-wrap:wrap;align-items:center;gap:6px 0;font-size:13.5px;
 color:var(--ink2);margin:4px 0 8px}
-.flow span:not(.arrow){background:#f3f4f6;border-radius:6px;padding:3px 10px}
+.flow span:not(.arrow){background:#eef2ff;color:#1e3a8a;border-radius:6px;padding:3px 10px}
 .flow .arrow{color:#9ca3af;padding:0 8px}
 .prompt{color:var(--ink2);font-style:italic}
 figure{margin:18px 0 8px}
