@@ -33,10 +33,10 @@ class ModelConfig(Section):
     lora_r: int = Field(16, description="LoRA rank: 16 moved the 135M model within minutes.")
     lora_alpha: int = Field(32, description="LoRA scale alpha (alpha/r = 2, the usual choice).")
     lora_dropout: float = Field(0.0, description="0: PPO needs identical log-probs in and out.")
-    lora_targets: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                 "down_proj"],
-        description="Modules that get adapters; all linear layers of a Llama block by default.",
+    lora_targets: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Modules that get adapters; every linear layer but the LM head by default "
+        "(works for any architecture).",
     )
     use_lora: bool = Field(True, description="False = full fine-tuning (reference is a copy).")
 

