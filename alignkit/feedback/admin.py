@@ -81,7 +81,8 @@ def admin_summary(
         "throughput": {
             "last_10_min": sum(t >= now - timedelta(minutes=10) for t in times),
             "last_hour": sum(t >= now - timedelta(hours=1) for t in times),
-            "per_hour": _r(len(times) / span_h, 1) if span_h > 0 else None,
+            # A rate over a few seconds of activity says nothing: wait for 10 minutes.
+            "per_hour": _r(len(times) / span_h, 1) if span_h >= 1 / 6 else None,
         },
         "labelers": stats,
         "low_agreement_labelers": [s["name"] for s in stats if s["low_agreement"]],

@@ -35,7 +35,7 @@ from alignkit.feedback.schema import (
     utcnow,
 )
 
-ASSIGN_LOCK = 7_311_0001  # PostgreSQL advisory lock key serialising item hand-out
+ASSIGN_LOCK = 73110001  # PostgreSQL advisory lock key serialising item hand-out
 LabelerKind = Literal["human", "simulated", "ai"]
 ErrorCode = Literal["invalid", "not_found", "conflict", "forbidden"]
 
