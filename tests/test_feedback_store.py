@@ -102,6 +102,16 @@ def test_round_trip(store, store_url):
     reopened.close()
 
 
+def test_completion_meta_is_kept(store):
+    (item,) = store.add_items([("Meta?", ["a", "b"])], "helpfulness",
+                              metas=[[{"policy": "round-1"}, {"temperature": 1.0}]])
+    assert [c.meta for c in store.item(item).completions] == [
+        {"policy": "round-1"}, {"temperature": 1.0}]
+    with pytest.raises(FeedbackError, match="metas"):
+        store.add_items([("Meta?", ["a", "b"])], "helpfulness", metas=[[{}]])
+    assert store.counts()["items"] == 1
+
+
 def test_tokens_are_random_and_stored_hashed(store):
     lid, token = store.add_labeler("bob", kind="ai")
     _, token2 = store.add_labeler("carol")

@@ -86,8 +86,12 @@ def test_labeler_ranks_three_items_by_keyboard(served):
         page.goto(f"{url}/label#token={token}")
         page.wait_for_selector("#work:not([hidden]) .card")
         assert "#token" not in page.url  # taken out of the address bar
+        previous = ""
         for n, sequence in enumerate(keys, 1):
-            page.wait_for_selector(".card")
+            # Wait until the next item is on screen (not the one just submitted).
+            page.wait_for_function("prev => (document.body.dataset.item || '') !== prev && "
+                                   "document.querySelector('.card')", arg=previous)
+            previous = page.evaluate("document.body.dataset.item")
             shown.append([int(c) for c in page.locator(".card").evaluate_all(
                 "cards => cards.map(c => c.dataset.cid)")])
             for key in sequence:

@@ -235,8 +235,20 @@ class FeedbackStore:
         criterion: str,
         round: int = 0,
         guideline: str | None = None,
+        metas: Sequence[Sequence[Mapping[str, Any]]] | None = None,
     ) -> list[int]:
-        """Add prompts with their K completions (K >= 2); returns the new item ids in order."""
+        """Add prompts with their K completions (K >= 2); returns the new item ids in order.
+
+        ``metas[i][k]`` (optional, JSON-able) is kept with completion k of item i, e.g. the
+        policy checkpoint and sampling settings that produced it.
+        """
+        if metas is not None and (
+            len(metas) != len(prompts_and_completions)
+            or any(len(m) != len(rec[1]) for m, rec in zip(metas, prompts_and_completions,
+                                                           strict=False))
+        ):
+            raise FeedbackError("metas must give one dict per completion of every item",
+                                field="metas")
         if not criterion or not criterion.strip():
             raise FeedbackError("criterion is empty — name the alignment criterion, "
                                 "e.g. 'harmlessness'", field="criterion")
@@ -261,10 +273,12 @@ class FeedbackStore:
                     prompt=prompt,
                     criterion=criterion,
                     completions=[
-                        CompletionRow(position=k, text=t, meta={}) for k, t in enumerate(comps)
+                        CompletionRow(position=k, text=t,
+                                      meta=dict(metas[i][k]) if metas is not None else {})
+                        for k, t in enumerate(comps)
                     ],
                 )
-                for prompt, comps in prompts_and_completions
+                for i, (prompt, comps) in enumerate(prompts_and_completions)
             ]
             s.add_all(rows)
             if guideline is not None:

@@ -76,6 +76,7 @@ function render() {
   $("criterion").textContent = item.criterion;
   $("guideline").textContent = item.guideline;
   $("prompt").textContent = item.prompt;
+  document.body.dataset.item = String(item.id);  // lets tests and tools see which item is up
   const k = item.completions.length;
   $("kmax").textContent = String(Math.min(k, 9));
   const list = $("cards");
@@ -156,8 +157,8 @@ async function send(body, doneMessage) {
   try {
     await api("/api/rankings", { method: "POST", body: JSON.stringify(body) });
     say(doneMessage);
-    await refreshMe();
     await loadNext();
+    await refreshMe();
   } catch (err) {
     handleError(err);
   } finally {
@@ -196,6 +197,7 @@ function handleError(err) {
 
 document.addEventListener("keydown", (e) => {
   if (!state.item || $("work").hidden || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (state.busy) { e.preventDefault(); return; }  // keys meant for the next item: drop them
   const key = e.key;
   if (/^[1-9]$/.test(key)) { assign(Number(key)); }
   else if (key === "ArrowDown" || key === "j" || key === "J") { select(state.selected + 1); }
