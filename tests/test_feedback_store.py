@@ -110,6 +110,8 @@ def test_completion_meta_is_kept(store):
     with pytest.raises(FeedbackError, match="metas"):
         store.add_items([("Meta?", ["a", "b"])], "helpfulness", metas=[[{}]])
     assert store.counts()["items"] == 1
+    store.reset()
+    assert store.counts()["items"] == 0 and store.add_items([("p", ["a", "b"])], "h") == [1]
 
 
 def test_tokens_are_random_and_stored_hashed(store):

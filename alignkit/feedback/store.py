@@ -208,6 +208,16 @@ class FeedbackStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def reset(self) -> None:
+        """Delete every item, labeler and ranking (drop and recreate the tables).
+
+        Use this rather than deleting an SQLite file: in WAL mode the file has ``-wal`` and
+        ``-shm`` companions, and a stale ``-wal`` left next to a new database file can
+        replay old pages into it.
+        """
+        Base.metadata.drop_all(self.engine)
+        Base.metadata.create_all(self.engine)
+
     def __enter__(self) -> FeedbackStore:
         return self
 
