@@ -26,7 +26,7 @@ demo: install
 	$(VENV)/bin/alignkit run --config configs/default.yaml --out runs/default
 
 test: install
-	$(VENV)/bin/python -m pytest -q -x tests -m "not browser" ; rc=$$?; [ $$rc -eq 0 ]
+	$(VENV)/bin/python -m pytest -q tests
 
 lint: install
 	$(VENV)/bin/ruff check alignkit tests benchmarks

@@ -155,6 +155,10 @@ class RunConfig(Section):
     name: str = Field("alignkit", description="Run name shown in the report.")
     threads: int = Field(2, description="torch.set_num_threads; = cores, never more.")
     seed: int = Field(0, description="Global seed.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="Experiment trackers fed every PPO step; none by "
+        "default so a run needs no account or server.",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
