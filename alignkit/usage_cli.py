@@ -1,7 +1,86 @@
-"""Commands of this package, added to the main `alignkit` app by ``register``."""
+"""Commands for using a run's result: export, chat, and data conversion.
+
+Thin wrappers: each parses, calls one function of export.py / chat.py / datasets_io.py,
+and turns their one-line errors into exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import typer
+from rich.console import Console
+
+console = Console()
+data_app = typer.Typer(help="Move data between alignkit, JSONL and Hugging Face datasets.",
+                       no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory (the --out of `alignkit run`)."),
+    out: Path = typer.Option(..., help="New folder for the Hugging Face model."),
+    merge: bool = typer.Option(False, help="Merge LoRA into full weights instead of an adapter."),
+) -> None:
+    """The run's policy as a Hugging Face model folder with tokenizer and model card."""
+    from alignkit.export import export_run
+
+    try:
+        path = export_run(run_dir, out, merge=merge)
+    except (FileNotFoundError, FileExistsError, RuntimeError) as e:
+        _fail(str(e))
+    kind = "merged weights" if merge else "LoRA adapter"
+    console.print(f"exported {kind} → {path}  (model card: {path / 'README.md'})")
+
+
+def chat(
+    model: Path = typer.Option(..., help="Run directory whose aligned policy to chat with."),
+    compare: str | None = typer.Option(
+        None, help="'base': answer with the base model (adapters off) side by side."),
+    max_new_tokens: int = typer.Option(64, help="Cap on tokens per reply."),
+    temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples at this temperature."),
+    top_p: float = typer.Option(1.0, help="Nucleus cutoff when sampling."),
+    seed: int = typer.Option(0, help="Sampling seed (replies are reproducible)."),
+    template: bool = typer.Option(True, help="Wrap turns in the tokenizer's chat template; "
+                                  "--no-template continues the raw text."),
+) -> None:
+    """Chat in the terminal with a run's aligned policy; /quit or Ctrl-D ends, /reset clears."""
+    from alignkit.chat import ChatOptions, ChatSession, chat_loop
+
+    if compare not in (None, "base"):
+        _fail(f"--compare '{compare}': only 'base' is supported (the model with adapters off)")
+    opts = ChatOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                       seed=seed, template=template)
+    try:
+        with console.status(f"loading {model}"):
+            session = ChatSession.from_run(model, opts, compare_base=compare == "base")
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        _fail(str(e))
+    chat_loop(session, sys.stdin, console)
+
+
+@data_app.command("convert")
+def data_convert(
+    src: Path = typer.Argument(..., help="A .jsonl file or a datasets folder (save_to_disk)."),
+    dst: Path = typer.Argument(..., help="The other format: a folder or a .jsonl file."),
+) -> None:
+    """JSONL ↔ Hugging Face datasets folder, with TRL's column names."""
+    from alignkit.datasets_io import convert
+
+    try:
+        msg = convert(src, dst)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        _fail(str(e))
+    console.print(msg)
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands and sub-apps to the main app."""
+    app.command("export")(export)
+    app.command("chat")(chat)
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,129 @@
+"""Export round trip: the exported folder, loaded with plain transformers/peft, generates the
+same greedy tokens as the policy that the run trained in memory."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alignkit.config import load_config
+from alignkit.cycle import Cycle
+from alignkit.export import export_run, load_run_policy, model_card
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["The weather today is", "My neighbour said that", "Once upon a time",
+           "You are such a"]
+NEW_TOKENS = 12
+
+
+def greedy(model, tok, stop_ids) -> list[list[int]]:
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left",
+              add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=NEW_TOKENS,
+                             min_new_tokens=NEW_TOKENS, eos_token_id=stop_ids,
+                             pad_token_id=tok.pad_token_id)
+    return out[:, enc.input_ids.size(1):].tolist()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The tiny cycle, run in this process so the trained policy is still in memory."""
+    out = tmp_path_factory.mktemp("export_run")
+    cfg = load_config(ROOT / "configs/tiny.yaml", {"ppo.steps": 3, "threads": 1})
+    cycle = Cycle(cfg, out)
+    assert cycle.run_all() == "done"
+    pol, tok = cycle.policy, cycle.tokenizer
+    aligned = greedy(pol.lm, tok, cycle._stop_ids)
+    with pol.reference():
+        base = greedy(pol.lm, tok, cycle._stop_ids)
+    return out, aligned, base, cycle._stop_ids
+
+
+def test_training_changed_greedy_output(trained_run):
+    """Otherwise the round trip below could pass with the adapter ignored."""
+    _, aligned, base, _ = trained_run
+    assert aligned != base
+
+
+def test_adapter_export_round_trip(trained_run, tmp_path):
+    run, aligned, base_tokens, stop_ids = trained_run
+    out = export_run(run, tmp_path / "adapter")
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert Path(cfg["base_model_name_or_path"]) == (out / "base").resolve()
+    assert not (out / "model.safetensors").exists()  # an adapter, not full weights
+    tok = AutoTokenizer.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(out / "base")
+    assert greedy(base, tok, stop_ids) == base_tokens  # the base itself round-trips
+    model = PeftModel.from_pretrained(base, out).eval()
+    assert greedy(model, tok, stop_ids) == aligned
+
+
+def test_merged_export_round_trip(trained_run, tmp_path):
+    run, aligned, _, stop_ids = trained_run
+    out = export_run(run, tmp_path / "merged", merge=True)
+    assert not (out / "adapter_config.json").exists()
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert not any("lora" in k for k in model.state_dict())
+    assert greedy(model, tok, stop_ids) == aligned
+    # generation_config carries the run's stop tokens, so plain generate() stops right
+    assert set(stop_ids) <= set(torch.tensor(model.generation_config.eos_token_id).view(-1)
+                                .tolist())
+
+
+def test_model_card_states_provenance_and_numbers(trained_run, tmp_path):
+    run, *_ = trained_run
+    out = export_run(run, tmp_path / "card", merge=True)
+    card = (out / "README.md").read_text()
+    report = json.loads((run / "report.json").read_text())
+    ev = report["evaluation"]
+    assert card.startswith("---\nlibrary_name: transformers")
+    assert "**Criterion:** harmlessness" in card
+    assert "`tiny-llama`" in card
+    n = report["reward_model"]["sources"]["simulated"]
+    assert f"**simulated:** {n} of {n}" in card and "NOT human" in card
+    assert "No human labels were used" in card
+    assert f"| profanity | {ev['before']['mean']:.3f}" in card
+    assert f"{ev['after']['mean']:.3f}" in card
+    assert f"{ev['paired_diff_mean']:.3f}" in card
+    assert "vader-negativity" in card and ev["judge_blind_spots"] in card
+
+
+def test_model_card_with_human_labels_and_no_evaluation():
+    from alignkit.config import RunConfig
+
+    report = {"reward_model": {"sources": {"human": 30, "ai": 10}}}
+    card = model_card(RunConfig(), report, "adapter")
+    assert "**human:** 30 of 40" in card and "**ai:** 10 of 40" in card
+    assert "No human labels" not in card
+    assert "Not evaluated" in card
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
+
+
+def test_export_refuses_non_empty_out_and_non_run(trained_run, tmp_path):
+    run, *_ = trained_run
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_run(run, tmp_path / "busy")
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        load_run_policy(tmp_path)
+
+
+def test_export_cli(trained_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from alignkit.cli import app
+
+    run, *_ = trained_run
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["export", str(run), "--out", str(out), "--merge"])
+    assert res.exit_code == 0, res.output
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "no"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "not a run directory" in res.output
