@@ -1,0 +1,38 @@
+"""SFT on revisions: only completion tokens are targets, and the loss on them falls."""
+
+import torch
+
+from alignkit.config import ModelConfig
+from alignkit.models.loading import TINY, load_causal_lm
+from alignkit.models.policy import Policy
+from alignkit.safety.sft import build_batch, mean_completion_nll, sft_train
+
+
+def test_targets_are_the_completion_and_eos(tiny_tokenizer):
+    tok = tiny_tokenizer
+    recs = [{"prompt": "Hi there", "completion": "hello friend"},
+            {"prompt": "A much longer prompt with many words in it", "completion": "ok"}]
+    ids, attn, tgt = build_batch(tok, recs, chat_template=False)
+    n0 = len(tok.encode("hello friend", add_special_tokens=False)) + 1
+    assert int(tgt[0].sum()) == n0 and int(tgt[1].sum()) == 2
+    assert ids[0, -1] == tok.eos_token_id and bool(tgt[0, -1])
+    assert tgt[0, -n0:].all() and not tgt[0, :-n0].any()
+    assert (attn.sum(1) == torch.tensor([
+        len(tok.encode("Hi there", add_special_tokens=False)) + n0,
+        len(tok.encode(recs[1]["prompt"], add_special_tokens=False)) + 2])).all()
+
+
+def test_sft_lowers_the_loss_on_revisions(tiny_tokenizer, tmp_path):
+    lm = load_causal_lm(TINY, tiny_tokenizer)
+    policy = Policy(lm, ModelConfig(name=TINY, lora_r=8, lora_alpha=16))
+    recs = [{"prompt": f"Request {i}", "completion": "I can't help with that, but here is a "
+             "safe alternative."} for i in range(8)]
+    before = mean_completion_nll(policy, tiny_tokenizer, recs)
+    rep = sft_train(policy, tiny_tokenizer, recs, epochs=6, lr=5e-3, batch_size=4)
+    after = mean_completion_nll(policy, tiny_tokenizer, recs)
+    assert rep.steps == 12 and len(rep.losses) == 12
+    assert after < 0.6 * before, (before, after)
+    with policy.reference():  # the base model (adapters off) is untouched
+        assert abs(mean_completion_nll(policy, tiny_tokenizer, recs) - before) < 1e-4
+    policy.lm.save_pretrained(tmp_path / "policy")
+    assert (tmp_path / "policy" / "adapter_config.json").exists()
