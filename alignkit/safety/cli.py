@@ -1,7 +1,237 @@
-"""Commands of this package, added to the main `alignkit` app by ``register``."""
+"""Commands of this package, added to the main `alignkit` app by ``register``.
+
+alignkit constitution revise   SL-CAI: answer → critique → revise; writes SFT data and pairs
+alignkit sft                   LoRA fine-tuning on the revisions
+alignkit redteam               attack a model (and its base), report success rates
+alignkit redteam filter        drop or flag data whose chosen side a judge flags
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
+from rich.console import Console
+
+console = Console()
+constitution_app = typer.Typer(help="Constitutional AI: critique and revise with principles.",
+                               no_args_is_help=True)
+redteam_app = typer.Typer(help="Red teaming: attack a model, or filter harmful data.")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _threads(n: int) -> None:
+    from alignkit.models.loading import set_threads
+
+    set_threads(n)
+
+
+def _prompts(spec: str, n: int, seed: int) -> list[str]:
+    """An attack set name (advbench, harmbench, ...) or a prompt set / file of data.prompts."""
+    from alignkit.data.prompts import load_prompts
+    from alignkit.safety.attacks import ATTACK_SETS, load_attacks
+
+    if spec in ATTACK_SETS:
+        return [a.text for a in load_attacks(spec, n, seed)]
+    prompts = load_prompts(spec)
+    import random
+
+    return random.Random(seed).sample(prompts, min(n, len(prompts)))
+
+
+@constitution_app.command("revise")
+def constitution_revise(
+    model: str = typer.Option("smollm2-135m-instruct", help="Model name/path or run directory."),
+    prompts: str = typer.Option("harmbench", help="Attack set (harmbench, advbench, rtp, ...) "
+                                "or a prompt set / .txt / .jsonl file."),
+    n: int = typer.Option(32, help="Prompts to answer and revise."),
+    rounds: int = typer.Option(1, help="Critique → revision rounds per prompt."),
+    constitution: Path | None = typer.Option(None, help="Constitution YAML (default: "
+                                             "constitutions/default.yaml)."),
+    few_shot: bool = typer.Option(True, help="Show a principle's examples before critiquing."),
+    max_new_tokens: int = typer.Option(64, help="Tokens per answer/critique/revision."),
+    out: Path = typer.Option(..., help="Folder for revisions.jsonl, sft.jsonl, pairs.jsonl."),
+    seed: int = typer.Option(0, help="Seed of prompt choice, principles and sampling."),
+    threads: int = typer.Option(2, help="torch threads (= cores)."),
+) -> None:
+    """Answer red-team prompts, critique under random principles, revise (SL-CAI)."""
+    from alignkit.feedback.pairs import write_pairs_jsonl
+    from alignkit.safety.constitution import (
+        LMGenerator,
+        critique_and_revise,
+        load_constitution,
+        revision_pairs,
+        revisions_to_dicts,
+        sft_records,
+        write_jsonl,
+    )
+    from alignkit.safety.redteam import load_target
+
+    _threads(threads)
+    try:
+        const = load_constitution(constitution)
+        texts = _prompts(prompts, n, seed)
+        lm, tok, _ = load_target(model)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+    gen = LMGenerator(lm, tok, max_new_tokens, temperature=0.7, seed=seed)
+    with console.status(f"SL-CAI on {len(texts)} prompts × {rounds} round(s)"):
+        revs = critique_and_revise(gen, texts, const, rounds, seed, few_shot=few_shot)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(revisions_to_dicts(revs), out / "revisions.jsonl")
+    write_jsonl(sft_records(revs), out / "sft.jsonl")
+    pairs = revision_pairs(revs)
+    write_pairs_jsonl(pairs, out / "pairs.jsonl")
+    console.print(f"{len(revs)} prompts, {len(pairs)} changed by revision → {out}/sft.jsonl, "
+                  f"{out}/pairs.jsonl (source 'ai')")
+
+
+def sft(
+    data: Path = typer.Option(..., help="JSONL of {prompt, completion} (e.g. sft.jsonl)."),
+    model: str = typer.Option("smollm2-135m-instruct", help="Base model name or path."),
+    out: Path = typer.Option(..., help="Output folder: policy/ adapter + config.yaml."),
+    epochs: int = typer.Option(2, help="Passes over the data."),
+    lr: float = typer.Option(2e-4, help="AdamW learning rate for the LoRA adapters."),
+    batch_size: int = typer.Option(8, help="Examples per step."),
+    chat_template: bool = typer.Option(True, help="Wrap prompts in the chat template."),
+    threads: int = typer.Option(2, help="torch threads (= cores)."),
+) -> None:
+    """Fine-tune the policy (LoRA) on SL-CAI revisions."""
+    import yaml
+
+    from alignkit.config import load_config
+    from alignkit.models.loading import load_causal_lm, load_tokenizer
+    from alignkit.models.policy import Policy
+    from alignkit.safety.sft import sft_train
+
+    _threads(threads)
+    if not data.is_file():
+        _fail(f"--data '{data}' not found — run `alignkit constitution revise` first")
+    records = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    cfg = load_config(None, {"model.name": model})
+    tok = load_tokenizer(model)
+    policy = Policy(load_causal_lm(model, tok, cfg.model.dtype), cfg.model)
+    try:
+        rep = sft_train(policy, tok, records, epochs, lr, batch_size,
+                        chat_template=chat_template,
+                        on_step=lambda s, loss: console.print(f"step {s}  loss {loss:.3f}"))
+    except ValueError as e:
+        _fail(str(e))
+    out.mkdir(parents=True, exist_ok=True)
+    policy.lm.save_pretrained(out / "policy")
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    (out / "sft_report.json").write_text(json.dumps(
+        {"examples": rep.examples, "steps": rep.steps, "losses": rep.losses}, indent=2))
+    console.print(f"{rep.examples} examples, {rep.steps} steps, loss {rep.first_loss:.3f} → "
+                  f"{rep.last_loss:.3f}; adapter in {out / 'policy'}")
+
+
+@redteam_app.callback(invoke_without_command=True)
+def redteam(
+    ctx: typer.Context,
+    model: str | None = typer.Option(None, help="Model name/path, or a run directory "
+                                     "(its aligned policy)."),
+    attacks: str = typer.Option("advbench,harmbench,rtp-heldout",
+                                help="Comma-separated sets: rtp, rtp-heldout, harmbench, "
+                                "advbench, jailbreaks, generated."),
+    out: Path | None = typer.Option(None, help="Output folder (report.json, report.html, "
+                                    "responses.jsonl)."),
+    per_set: int = typer.Option(80, help="Attacks per packaged set, spread over categories "
+                                "(0 = all)."),
+    generated: int = typer.Option(40, help="Model-written attacks when 'generated' is listed."),
+    baseline: str = typer.Option("auto", help="Model to compare on the same attacks: 'auto' "
+                                 "(a run's base model), 'none', or a model name/path."),
+    judges: str = typer.Option("profanity,vader-negativity", help="Judges; the first decides "
+                               "success."),
+    threshold: float = typer.Option(0.5, help="Harm score at which an attack succeeded."),
+    max_new_tokens: int = typer.Option(32, help="Response length cap."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature of the responses."),
+    batch_size: int = typer.Option(16, help="Generation batch."),
+    chat: str = typer.Option("auto", help="'auto' (requests via chat template, RTP as raw "
+                             "continuation), 'always' or 'never'."),
+    embeddings: bool = typer.Option(False, help="Also MiniLM embedding similarity of "
+                                    "generated attacks."),
+    seed: int = typer.Option(0, help="Seed of attack sampling and generation."),
+    threads: int = typer.Option(2, help="torch threads (= cores)."),
+) -> None:
+    """Attack a model with packaged and model-written attacks; report success rates."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None or out is None:
+        _fail("redteam needs --model and --out (or use `alignkit redteam filter`)")
+    if chat not in ("auto", "always", "never"):
+        _fail(f"--chat '{chat}' is unknown — use auto, always or never")
+    from alignkit.safety.redteam import RedTeamSettings, run_redteam
+
+    _threads(threads)
+    st = RedTeamSettings(sets=attacks, per_set=per_set or None, generated=generated,
+                         judges=tuple(j.strip() for j in judges.split(",") if j.strip()),
+                         threshold=threshold, max_new_tokens=max_new_tokens,
+                         temperature=temperature, batch_size=batch_size, chat=chat, seed=seed,
+                         embeddings=embeddings)
+    try:
+        report = run_redteam(model, out, st, None if baseline == "none" else baseline,
+                             log=console.print)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+    rt = report["redteam"]
+    base = {(r["name"], r["category"]): r for r in rt.get("baseline", {}).get("sets", [])}
+    for row in rt["sets"]:
+        b = base.get((row["name"], row["category"]))
+        lo, hi = row["ci95"]
+        extra = f"   base {b['success_rate']:.1%}" if b else ""
+        console.print(f"{row['name']:>12} {row['category'][:28]:<28} {row['attacks']:>4}  "
+                      f"{row['success_rate']:6.1%}  [{lo:.1%}, {hi:.1%}]{extra}")
+    console.print(f"judge '{rt['judge']}' ({rt['judge_blind_spots']}); {rt['seconds']:.0f}s; "
+                  f"report: {out / 'report.json'}")
+
+
+@redteam_app.command("filter")
+def redteam_filter(
+    pairs: Path | None = typer.Option(None, help="pairs.jsonl (prompt, chosen, rejected)."),
+    completions: Path | None = typer.Option(None, help="completions.jsonl (prompt, "
+                                            "completions)."),
+    out: Path = typer.Option(..., help="Filtered file to write."),
+    judge: str = typer.Option("profanity", help="Judge that flags harmful text."),
+    threshold: float = typer.Option(0.5, help="Harm score at which text is flagged."),
+    action: str = typer.Option("drop", help="'drop' or 'flag' (keep, list in the report)."),
+    report: Path | None = typer.Option(None, help="JSON report (default: OUT + .report.json)."),
+) -> None:
+    """Drop or flag completions / pairs whose chosen side a judge flags, with reasons."""
+    from alignkit.feedback.pairs import read_pairs_jsonl, write_pairs_jsonl
+    from alignkit.safety.constitution import write_jsonl
+    from alignkit.safety.judges import get_judge
+    from alignkit.safety.redteam import filter_completions, filter_pairs
+
+    if (pairs is None) == (completions is None):
+        _fail("give exactly one of --pairs FILE or --completions FILE")
+    src = pairs or completions
+    if not src.is_file():
+        _fail(f"'{src}' not found — give an existing JSONL file")
+    try:
+        j = get_judge(judge)
+        if pairs is not None:
+            kept, rep = filter_pairs(read_pairs_jsonl(pairs), j, threshold, action)
+            write_pairs_jsonl(kept, out)
+        else:
+            recs = [json.loads(x) for x in src.read_text().splitlines() if x.strip()]
+            kept, rep = filter_completions(recs, j, threshold, action)
+            write_jsonl(kept, out)
+    except ValueError as e:
+        _fail(str(e))
+    report = report or out.with_name(out.name + ".report.json")
+    report.write_text(json.dumps(rep.as_dict(), indent=2))
+    console.print(f"{rep.total} checked, {rep.removed} removed, {rep.flagged} flagged by "
+                  f"'{judge}' ≥ {threshold} → {out}; reasons in {report}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands and sub-apps to the main app."""
+    app.add_typer(constitution_app, name="constitution")
+    app.command("sft")(sft)
+    app.add_typer(redteam_app, name="redteam")
