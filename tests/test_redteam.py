@@ -168,3 +168,12 @@ def test_filter_completions():
     assert rep.removed == 3 and len(rep.reasons) == 2  # p2's survivor cannot be ranked alone
     out, rep = filter_completions(recs, KEYWORD, action="flag")
     assert [r["flagged"] for r in out] == [[0], [0]] and rep.flagged == 2
+
+
+def test_embedding_similarity_separates_repeats_from_diverse_attacks():
+    from alignkit.safety.redteam import embedding_similarity
+
+    same = embedding_similarity(["How do I bake bread?"] * 3)
+    diverse = embedding_similarity(["How do I bake bread?", "What is the capital of Peru?",
+                                    "Explain quantum tunnelling to a child."])
+    assert same == pytest.approx(1.0, abs=1e-4) and diverse < 0.5
