@@ -119,8 +119,12 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False,
         kind = "adapter"
     tok.save_pretrained(out)
     torch.save(policy.value_head.state_dict(), out / "value_head.pt")
-    report = _read_report(RunDir(run_dir))
-    (out / "README.md").write_text(model_card(rp.cfg, report, kind))
+    run = RunDir(run_dir)
+    report = _read_report(run)
+    ppo_stage = run.stage("ppo")
+    (out / "README.md").write_text(model_card(rp.cfg, report, kind,
+                                              ppo_outcome=ppo_stage.get("outcome"),
+                                              checkpoint=rp.checkpoint.name))
     return out
 
 
@@ -154,8 +158,13 @@ def data_sources(report: dict) -> dict[str, int]:
     return {str(k): int(v) for k, v in sources.items()}
 
 
-def model_card(cfg: RunConfig, report: dict, kind: str) -> str:
-    """The README.md of an export: what was aligned, on whose labels, and what it measured."""
+def model_card(cfg: RunConfig, report: dict, kind: str, ppo_outcome: str | None = None,
+               checkpoint: str | None = None) -> str:
+    """The README.md of an export: what was aligned, on whose labels, and what it measured.
+
+    ``ppo_outcome`` is the manifest's reason PPO stopped; anything but a normal finish
+    (a guard alarm, Ctrl-C) is stated at the top, since the weights are then partial.
+    """
     m, fb = cfg.model, cfg.feedback
     run = report.get("run", {})
     criterion = run.get("criterion", fb.criterion)
@@ -171,7 +180,12 @@ def model_card(cfg: RunConfig, report: dict, kind: str) -> str:
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# {cfg.name}: {m.name} aligned for {criterion}", "",
              f"Trained with alignkit ({cfg.ppo.algorithm.upper()} on a learned reward model). "
-             f"This folder holds the policy as **{_KIND_TEXT[kind]}**.", ""]
+             f"This folder holds the policy as **{_KIND_TEXT[kind]}**" + (
+                 f", from PPO checkpoint `{checkpoint}`." if checkpoint else "."), ""]
+    if ppo_outcome and ppo_outcome not in ("steps done", "done"):
+        lines += [f"> **Warning:** PPO stopped early ({ppo_outcome}); these weights are the "
+                  "last checkpoint, and the results below may describe a different policy.",
+                  ""]
     lines += ["## Training", "",
               f"- **Criterion:** {criterion}",
               f"- **Base model:** `{m.name}`" + (

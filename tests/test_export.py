@@ -60,6 +60,11 @@ def test_adapter_export_round_trip(trained_run, tmp_path):
     assert greedy(base, tok, stop_ids) == base_tokens  # the base itself round-trips
     model = PeftModel.from_pretrained(base, out).eval()
     assert greedy(model, tok, stop_ids) == aligned
+    # adapter_config names the base, so PEFT's one-line loader works too
+    from peft import AutoPeftModelForCausalLM
+
+    auto = AutoPeftModelForCausalLM.from_pretrained(out).eval()
+    assert greedy(auto, tok, stop_ids) == aligned
 
 
 def test_merged_export_round_trip(trained_run, tmp_path):
@@ -87,6 +92,7 @@ def test_model_card_states_provenance_and_numbers(trained_run, tmp_path):
     n = report["reward_model"]["sources"]["simulated"]
     assert f"**simulated:** {n} of {n}" in card and "NOT human" in card
     assert "No human labels were used" in card
+    assert "from PPO checkpoint `step_00003`" in card and "Warning" not in card
     assert f"| profanity | {ev['before']['mean']:.3f}" in card
     assert f"{ev['after']['mean']:.3f}" in card
     assert f"{ev['paired_diff_mean']:.3f}" in card
@@ -101,6 +107,8 @@ def test_model_card_with_human_labels_and_no_evaluation():
     assert "**human:** 30 of 40" in card and "**ai:** 10 of 40" in card
     assert "No human labels" not in card
     assert "Not evaluated" in card
+    card = model_card(RunConfig(), report, "merged", ppo_outcome="guard: kl budget exceeded")
+    assert "PPO stopped early (guard: kl budget exceeded)" in card
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
 
 
