@@ -57,11 +57,14 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class TensorBoardTracker:
-    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, config: dict[str, Any], resume_step: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(run_dir) / "tensorboard"
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        # On resume, steps after the checkpoint are logged again: purge the old ones so
+        # TensorBoard shows one curve, not two overlapping ones.
+        self.writer = SummaryWriter(log_dir=str(self.log_dir),
+                                    purge_step=resume_step + 1 if resume_step else None)
         lines = [f"    {k}: {v}" for k, v in flatten(config).items()]  # indented = code block
         self.writer.add_text("config", "\n".join(lines), 0)
 
@@ -75,7 +78,7 @@ class TensorBoardTracker:
 
 
 class MLflowTracker:
-    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, config: dict[str, Any], resume_step: int = 0) -> None:
         import mlflow
 
         self.mlflow = mlflow
@@ -94,7 +97,7 @@ class MLflowTracker:
 
 
 class WandbTracker:
-    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, config: dict[str, Any], resume_step: int = 0) -> None:
         import wandb
 
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "alignkit"),
@@ -133,9 +136,13 @@ class Trackers:
         self.close()
 
 
-def make_trackers(report_to: list[str], run_dir: str | Path,
-                  config: dict[str, Any]) -> Trackers:
-    """Start every tracker named in ``report_to``; fail in one line if one cannot start."""
+def make_trackers(report_to: list[str], run_dir: str | Path, config: dict[str, Any],
+                  resume_step: int = 0) -> Trackers:
+    """Start every tracker named in ``report_to``; fail in one line if one cannot start.
+
+    ``resume_step``: the PPO step a resumed run restarts after (TensorBoard drops its
+    later events, which the resumed run logs again).
+    """
     started: list[Tracker] = []
     try:
         for name in dict.fromkeys(report_to):  # keep order, drop repeats
@@ -143,7 +150,7 @@ def make_trackers(report_to: list[str], run_dir: str | Path,
                 raise TrackerError(f"report_to: unknown tracker '{name}' — use one of "
                                    f"{', '.join(TRACKERS)}")
             try:
-                started.append(_CLASSES[name](Path(run_dir), config))
+                started.append(_CLASSES[name](Path(run_dir), config, resume_step))
             except ModuleNotFoundError as e:
                 pkg = _PACKAGES[name]
                 raise TrackerError(f"report_to: '{name}' needs the {pkg} package ({e.name} is "

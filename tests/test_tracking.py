@@ -48,6 +48,19 @@ def test_tensorboard_event_files_hold_ppo_scalars(tiny_tokenizer, tmp_path):
     assert "tb-test" in acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
 
 
+def test_resume_purges_steps_logged_after_the_checkpoint(tmp_path):
+    with make_trackers(["tensorboard"], tmp_path, {}) as t:
+        for step in (1, 2, 3):
+            t.log({"objective/kl": float(step)}, step)
+    with make_trackers(["tensorboard"], tmp_path, {}, resume_step=1) as t:  # back at step 1
+        for step in (2, 3):
+            t.log({"objective/kl": 10.0 * step}, step)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    events = acc.Scalars("objective/kl")
+    assert [(e.step, e.value) for e in events] == [(1, 1.0), (2, 20.0), (3, 30.0)]
+
+
 def test_nothing_requested_is_a_no_op(tmp_path):
     t = make_trackers([], tmp_path, {})
     t.log({"objective/kl": 1.0}, 1)
