@@ -10,6 +10,7 @@ not a crash after an hour of training.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from collections.abc import Iterable
@@ -134,6 +135,18 @@ class Trackers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_trackers(report_to: list[str]) -> None:
+    """Fail at start-up, before hours of work, if a requested tracker cannot be imported."""
+    for name in report_to:
+        if name not in _CLASSES:
+            raise TrackerError(f"report_to: unknown tracker '{name}' — use one of "
+                               f"{', '.join(TRACKERS)}")
+        pkg = _PACKAGES[name]
+        if importlib.util.find_spec(pkg) is None:
+            raise TrackerError(f"report_to: '{name}' needs the {pkg} package (not installed) "
+                               f"— `pip install {pkg}` or remove '{name}' from report_to")
 
 
 def make_trackers(report_to: list[str], run_dir: str | Path, config: dict[str, Any],

@@ -1,5 +1,6 @@
 """Trackers: TensorBoard event files hold PPO's scalars; MLflow/W&B are optional and lazy."""
 
+import importlib.util
 import json
 import sys
 import types
@@ -13,7 +14,14 @@ from alignkit.models.loading import TINY, load_causal_lm, stop_token_ids
 from alignkit.models.policy import Policy
 from alignkit.rl.ppo import PPOTrainer
 from alignkit.rl.scorers import token_share_scorer
-from alignkit.tracking import TrackerError, Trackers, flatten, make_trackers, scalars
+from alignkit.tracking import (
+    TrackerError,
+    Trackers,
+    check_trackers,
+    flatten,
+    make_trackers,
+    scalars,
+)
 
 PPO_KEYS = ("objective/kl", "objective/scores", "objective/rlhf_reward", "policy/clipfrac_avg",
             "loss/value_avg", "val/ratio", "kl_coef")
@@ -76,6 +84,17 @@ def test_missing_package_is_a_one_line_error(name, tmp_path, monkeypatch):
     msg = str(e.value)
     assert "\n" not in msg and f"'{name}' needs the {name} package" in msg
     assert f"pip install {name}" in msg
+
+
+def test_check_trackers_before_the_run(monkeypatch):
+    check_trackers(["tensorboard"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "wandb" else real(n, *a))
+    with pytest.raises(TrackerError, match="'wandb' needs the wandb package"):
+        check_trackers(["tensorboard", "wandb"])
+    with pytest.raises(TrackerError, match="unknown tracker 'x'"):
+        check_trackers(["x"])
 
 
 def test_unknown_tracker(tmp_path):
