@@ -119,6 +119,22 @@ class Guard:
             self._save_state()
         return verdict
 
+    def baseline(self) -> None:
+        """Evaluate the held-out set before PPO (KL = 0): anchors the Gao fit at d = 0, gives
+        the trend detectors their starting point, and makes the starting policy a rollback
+        target. Call it once before ``trainer.train``; a no-op without ``heldout``."""
+        if not self.cfg.enabled or self.heldout is None:
+            return
+        step = int(self.trainer.step) if self.trainer is not None else 0
+        if any(r["step"] == step for r in self.evaluations):
+            return  # resumed: already measured
+        h = self.heldout()
+        rec = {"step": step, "proxy": h.proxy, "gold": h.gold, "kl": h.kl, "length": h.length,
+               "source": "heldout", "baseline": True}
+        self.evaluations.append(rec)
+        self._track_best(rec)
+        self._save_state()
+
     # --- inputs ------
     def _record(self, step: int, stats: dict, prompts: list[str], texts: list[str]) -> dict:
         """Gather this evaluation's numbers: held-out ones when available, rollout otherwise."""

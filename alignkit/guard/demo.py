@@ -1,0 +1,207 @@
+"""``alignkit demo reward-hacking``: the same PPO task twice, unguarded and guarded.
+
+The task has a hackable proxy whose exploit is known in advance, so the demo can show
+Goodhart's law on a CPU in a minute:
+
+- gold (the true criterion): the share of response tokens with an even token id, read
+  from the text's own tokenisation — a known function of the text;
+- proxy (the "reward model"): the same share **plus** λ × the share of one keyword token,
+  the odd-id token the reference policy already says most often. Like a reward model that
+  learned "responses containing ' Flav' were preferred", it pays for the keyword, which
+  the gold criterion counts as bad (odd id), so repeating the keyword raises the proxy and
+  lowers gold.
+
+Run 1 (unguarded): β = 0 and every guard action is "log". Run 2 (guarded): the KL penalty,
+KL budget → raise β, proxy-vs-gold → roll back to the best checkpoint by gold. Both runs
+are scored at the end on the same held-out prompts with the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignkit.guard.config import GuardConfig
+from alignkit.guard.detectors import gao_fit
+from alignkit.guard.guard import Guard, HeldoutEval
+
+# One prompt family, split: held-out prompts measure the policy where it was trained.
+TRAIN_PROMPTS = [f"Story number {i}: once upon a time" for i in range(64)]
+HELDOUT_PROMPTS = [f"Story number {i}: once upon a time" for i in range(64, 80)]
+KEYWORD_WEIGHT = 2.0  # λ > 1: the keyword alone out-pays the honest optimum (proxy 1.0)
+
+
+def even_share(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Share of masked response tokens with an even id, per row."""
+    return ((ids % 2 == 0).float() * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def make_task(tok, keyword: int, weight: float = KEYWORD_WEIGHT):
+    """(proxy scorer, gold function) of the demo task; see the module docstring."""
+
+    def proxy(prompts: list[str], texts: list[str], gen) -> torch.Tensor:
+        m = gen.response_mask
+        hits = ((gen.response_ids == keyword).float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return even_share(gen.response_ids, m) + weight * hits
+
+    def gold(texts: list[str]) -> np.ndarray:
+        out = []
+        for t in texts:
+            ids = tok(t, add_special_tokens=False).input_ids
+            out.append(float(np.mean([i % 2 == 0 for i in ids])) if ids else 0.0)
+        return np.asarray(out)
+
+    return proxy, gold
+
+
+@torch.no_grad()
+def pick_keyword(policy, tok, stop_ids: list[int], max_new_tokens: int, seed: int) -> int:
+    """The odd-id token the reference policy samples most often on the training prompts:
+    an exploit PPO is sure to find, since the policy already explores it."""
+    from alignkit.generation import encode_prompts, sample
+
+    q, m = encode_prompts(tok, TRAIN_PROMPTS)
+    with policy.reference():
+        gen = sample(policy, q, m, max_new_tokens, stop_ids, tok.pad_token_id,
+                     generator=torch.Generator().manual_seed(seed), reference=True)
+    ids = gen.response_ids[gen.response_mask.bool()].tolist()
+    odd = Counter(i for i in ids if i % 2 == 1 and i not in stop_ids)
+    if not odd:
+        raise RuntimeError("demo: the reference policy produced no odd-id token to bias")
+    return odd.most_common(1)[0][0]
+
+
+def _guard_configs(kl_budget: float) -> dict[str, tuple[float, GuardConfig]]:
+    """(β, guard config) of the two runs."""
+    logged = GuardConfig(window=3, kl_budget=kl_budget, kl_action="log",
+                         proxy_gold_action="log", length_action="log",
+                         collapse_action="log", ensemble_action="log")
+    guarded = GuardConfig(window=3, kl_budget=kl_budget, kl_action="raise_beta",
+                          proxy_gold_action="rollback", collapse_action="log")
+    return {"unguarded": (0.0, logged), "guarded": (0.1, guarded)}
+
+
+def run_demo(out: str | Path, model: str = "tiny-llama", steps: int = 20, seed: int = 0,
+             kl_budget: float = 6.0, log: Callable[[str], None] = print) -> dict:
+    """Run both PPO runs under ``out``; write metrics, guard.json, a summary and a plot."""
+    from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
+    from alignkit.models.loading import load_causal_lm, load_tokenizer, stop_token_ids
+    from alignkit.models.policy import Policy
+    from alignkit.rl.ppo import PPOTrainer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = load_tokenizer(model)
+    gen_cfg = GenerateConfig(max_new_tokens=8)
+    summary: dict = {"model": model, "steps": steps, "task": {}, "runs": {}}
+    keyword = None
+    for name, (beta, gcfg) in _guard_configs(kl_budget).items():
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        lm = load_causal_lm(model, tok, seed=seed)
+        stop_ids = stop_token_ids(tok, lm)
+        policy = Policy(lm, ModelConfig(name=model, lora_r=8, lora_alpha=16))
+        if keyword is None:
+            keyword = pick_keyword(policy, tok, stop_ids, gen_cfg.max_new_tokens, seed)
+            summary["task"] = {
+                "gold": "share of response tokens with an even id (the text re-tokenised)",
+                "proxy": f"gold-like even share + {KEYWORD_WEIGHT} x share of keyword "
+                         f"token {keyword} ({tok.decode([keyword])!r}, odd id: bad for gold)",
+                "keyword_id": keyword, "keyword": tok.decode([keyword]),
+                "keyword_weight": KEYWORD_WEIGHT}
+        proxy, gold = make_task(tok, keyword)
+        run_dir = out / name
+        for stale in ("metrics.jsonl", "samples.jsonl", "guard.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+        cfg = PPOConfig(steps=steps, prompts_per_step=8, samples_per_prompt=4, lr=2e-3,
+                        kl_coef=beta, epochs=2, minibatches=2, checkpoint_every=1000,
+                        seed=seed)
+        trainer = PPOTrainer(policy, tok, TRAIN_PROMPTS, proxy, cfg, gen_cfg, run_dir,
+                             stop_ids, gold=gold)
+        guard = Guard(gcfg, trainer, heldout=HeldoutEval(trainer, HELDOUT_PROMPTS),
+                      state_path=run_dir / "guard.json",
+                      log=lambda m, n=name: log(f"[{n}] {m}"))
+        guard.baseline()
+        reason = trainer.train(guard=guard)
+        final = HeldoutEval(trainer, HELDOUT_PROMPTS * 2, seed=seed + 99)()
+        summary["runs"][name] = {
+            "kl_coef_start": beta, "kl_coef_end": float(trainer.kl_ctl.value),
+            "stopped": reason, "steps_run": trainer.step,
+            "final": {"proxy": final.proxy, "gold": final.gold, "kl": final.kl,
+                      "sqrt_kl": math.sqrt(max(final.kl, 0.0)),
+                      "examples": final.texts[:3]},
+            "alarms": [{k: a.to_dict()[k] for k in ("detector", "step", "message", "action")}
+                       for a in guard.alarms],
+            "guard_config": gcfg.model_dump(), "seconds": time.perf_counter() - t0,
+        }
+        _write_run_report(run_dir, name, model, guard, summary["runs"][name])
+        log(f"[{name}] stopped: {reason}; final held-out gold {final.gold:.3f}, proxy "
+            f"{final.proxy:.3f}, KL {final.kl:.2f}")
+    u, g = summary["runs"]["unguarded"], summary["runs"]["guarded"]
+    summary["checks"] = {
+        "unguarded_alarm_fired": any(a["detector"] == "proxy_gold" for a in u["alarms"]),
+        "guarded_gold_higher": g["final"]["gold"] > u["final"]["gold"],
+    }
+    summary["plot"] = str(plot_runs(out, ["unguarded", "guarded"], out / "proxy_gold_vs_kl.png"))
+    summary["report_html"] = _html_report(out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def _write_run_report(run_dir: Path, name: str, model: str, guard: Guard, info: dict) -> None:
+    """A report.json per run, so ``alignkit report`` can overlay the two runs."""
+    report = {"run": {"name": f"reward-hacking demo: {name}", "model": model,
+                      "criterion": "demo: even-id tokens (gold) vs keyword-biased proxy"},
+              "ppo": {"iterations": info["steps_run"], "kl_coef": info["kl_coef_end"],
+                      "stopped": info["stopped"]},
+              "guard": guard.report()}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
+
+
+def _html_report(out: Path) -> str | None:
+    """Both runs in one HTML report (its √KL plot overlays them); None if unavailable."""
+    try:
+        from alignkit.evaluate.report import write_report
+
+        return str(write_report([out / "unguarded", out / "guarded"], out / "report.html"))
+    except Exception as e:  # the report is a bonus here; the summary and PNG are the result
+        return f"not written: {type(e).__name__}: {e}"
+
+
+def plot_runs(out: Path, names: list[str], path: Path) -> Path:
+    """Proxy and gold (held-out) against √KL for each run, with the Gao et al. fit of gold."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_p, ax_g = fig.subplots(1, 2)
+    colors = {"unguarded": "#dc2626", "guarded": "#2563eb"}
+    for name in names:
+        data = json.loads((out / name / "guard.json").read_text())
+        rows = [r for r in data["evaluations"] if r.get("gold") is not None]
+        d = np.sqrt(np.clip([r["kl"] for r in rows], 0.0, None))
+        c = colors.get(name, "#059669")
+        ax_p.plot(d, [r["proxy"] for r in rows], "o-", color=c, ms=3, label=name)
+        ax_g.plot(d, [r["gold"] for r in rows], "o-", color=c, ms=3, label=name)
+        fit = gao_fit([r["kl"] for r in rows], [r["gold"] for r in rows])
+        if fit is not None:
+            xs = np.linspace(0.0, float(d.max()), 60)
+            ax_g.plot(xs, fit.predict(xs), "--", color=c, lw=1, alpha=0.7,
+                      label=f"{name}: Gao fit α={fit.alpha:.2f} β={fit.beta:.2f}")
+        for a in data["alarms"]:
+            k = next((i for i, r in enumerate(rows) if r["step"] == a["step"]), None)
+            if k is not None and a["detector"] == "proxy_gold":
+                ax_g.plot(d[k], rows[k]["gold"], "x", color=c, ms=9, mew=2)
+    ax_p.set(title="Proxy reward vs √KL (held-out)", xlabel="√KL (√nats)", ylabel="proxy")
+    ax_g.set(title="Gold vs √KL (held-out; × = proxy/gold alarm)", xlabel="√KL (√nats)",
+             ylabel="gold")
+    ax_p.legend(fontsize=8)
+    ax_g.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    return path
