@@ -130,7 +130,7 @@ def run_demo(out: str | Path, model: str = "tiny-llama", steps: int = 20, seed: 
                       log=lambda m, n=name: log(f"[{n}] {m}"))
         guard.baseline()
         reason = trainer.train(guard=guard)
-        final = HeldoutEval(trainer, HELDOUT_PROMPTS * 2, seed=seed + 99)()
+        final = HeldoutEval(trainer, HELDOUT_PROMPTS * 4, seed=seed + 99)()  # fresh draw
         summary["runs"][name] = {
             "kl_coef_start": beta, "kl_coef_end": float(trainer.kl_ctl.value),
             "stopped": reason, "steps_run": trainer.step,
@@ -149,7 +149,9 @@ def run_demo(out: str | Path, model: str = "tiny-llama", steps: int = 20, seed: 
         "unguarded_alarm_fired": any(a["detector"] == "proxy_gold" for a in u["alarms"]),
         "guarded_gold_higher": g["final"]["gold"] > u["final"]["gold"],
     }
-    summary["plot"] = str(plot_runs(out, ["unguarded", "guarded"], out / "proxy_gold_vs_kl.png"))
+    finals = {n: r["final"] for n, r in summary["runs"].items()}
+    summary["plot"] = str(plot_runs(out, ["unguarded", "guarded"], out / "proxy_gold_vs_kl.png",
+                                    finals))
     summary["report_html"] = _html_report(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
@@ -175,8 +177,9 @@ def _html_report(out: Path) -> str | None:
         return f"not written: {type(e).__name__}: {e}"
 
 
-def plot_runs(out: Path, names: list[str], path: Path) -> Path:
-    """Proxy and gold (held-out) against √KL for each run, with the Gao et al. fit of gold."""
+def plot_runs(out: Path, names: list[str], path: Path, finals: dict | None = None) -> Path:
+    """Proxy and gold (held-out) against √KL for each run, with the Gao et al. fit of gold;
+    a star marks each run's final policy (after any rollback), scored on a fresh draw."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 3.6), layout="constrained")
@@ -194,6 +197,11 @@ def plot_runs(out: Path, names: list[str], path: Path) -> Path:
             xs = np.linspace(0.0, float(d.max()), 60)
             ax_g.plot(xs, fit.predict(xs), "--", color=c, lw=1, alpha=0.7,
                       label=f"{name}: Gao fit α={fit.alpha:.2f} β={fit.beta:.2f}")
+        f = (finals or {}).get(name)
+        if f is not None:
+            ax_p.plot(f["sqrt_kl"], f["proxy"], "*", color=c, ms=13, mec="black", mew=0.5)
+            ax_g.plot(f["sqrt_kl"], f["gold"], "*", color=c, ms=13, mec="black", mew=0.5,
+                      label=f"{name}: final policy")
         for a in data["alarms"]:
             k = next((i for i, r in enumerate(rows) if r["step"] == a["step"]), None)
             if k is not None and a["detector"] == "proxy_gold":
