@@ -11,8 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from alignkit.config import ConfigError, load_config  # noqa: E402
 from alignkit import usage_cli  # noqa: E402
+from alignkit.config import ConfigError, load_config  # noqa: E402
 from alignkit.feedback.cli import label_app  # noqa: E402
 from alignkit.guard import cli as guard_cli  # noqa: E402
 from alignkit.safety import cli as safety_cli  # noqa: E402
@@ -28,7 +28,7 @@ console = Console()
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -46,7 +46,12 @@ def run(
         cfg = load_config(config, overrides)
     except ConfigError as e:
         _fail(str(e))
-    outcome = run_cycle(cfg, out, console)
+    from alignkit.tracking import TrackerError
+
+    try:
+        outcome = run_cycle(cfg, out, console)
+    except (TrackerError, FileNotFoundError) as e:
+        _fail(str(e))
     if outcome != "done":
         raise typer.Exit(130 if outcome == "interrupted" else 1)
 

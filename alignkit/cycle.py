@@ -31,6 +31,7 @@ from alignkit.rl.rollout import Scorer
 from alignkit.rl.scorers import judge_scorer, token_share_scorer
 from alignkit.rundir import RunDir, write_json_atomic
 from alignkit.safety.judges import JUDGES, get_judge
+from alignkit.tracking import check_trackers, make_trackers
 
 STAGES = ("generate", "feedback", "pairs", "reward", "ppo", "evaluate", "report")
 # Config sections each stage depends on (its own and every upstream one).
@@ -69,6 +70,7 @@ class Cycle:
         if cfg.data.max_train_prompts:
             self.train_prompts = self.train_prompts[: cfg.data.max_train_prompts]
         self.judge = get_judge(cfg.feedback.judge)
+        check_trackers(cfg.report_to)  # a missing tracker package fails now, not after PPO
         self._tok = None
         self._policy: Policy | None = None
         self._stop_ids: list[int] = []
@@ -174,11 +176,12 @@ class Cycle:
 
     def stage_feedback(self, resume: bool) -> str:
         f = self.cfg.feedback
-        if self.run.feedback_db.exists() and not f.db:
-            self.run.feedback_db.unlink()  # regenerate: the completions may have changed
         store = self._store()
+        if not f.db:
+            store.reset()  # regenerate: the completions may have changed
         records = _read_jsonl(self.run.completions)
-        store.add_items([(r["prompt"], r["completions"]) for r in records], f.criterion)
+        store.add_items([(r["prompt"], r["completions"]) for r in records], f.criterion,
+                        guideline=f.guideline)
         if f.source == "simulated":
             from alignkit.feedback.simulate import simulate_feedback
 
@@ -247,15 +250,21 @@ class Cycle:
 
                 shutil.rmtree(self.run.checkpoints)
         total = self.cfg.ppo.steps
+        tracker = make_trackers(self.cfg.report_to, self.run.path, self.cfg.model_dump(),
+                                resume_step=trainer.step)
 
         def show(s: dict) -> None:
+            tracker.log(s, step=s["step"])
             gold = f"  gold {s['objective/gold']:.3f}" if "objective/gold" in s else ""
             self.console.print(
                 f"step {s['step']:>3}/{total}  score {s['objective/scores']:+.3f}  "
                 f"kl {s['objective/kl']:.2f}  β {s['kl_coef']:.3f}{gold}  "
                 f"len {s['response/length']:.1f}  {s['time/step']:.1f}s")
 
-        outcome = trainer.train(on_step=show)
+        try:
+            outcome = trainer.train(on_step=show)
+        finally:
+            tracker.close()
         if outcome == "steps done" and self.policy.use_lora:
             self.policy.lm.save_pretrained(self.run.policy)  # a PEFT adapter folder
         return outcome

@@ -111,10 +111,7 @@ def tiny_llama(tokenizer: PreTrainedTokenizerBase, layers: int, hidden: int,
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    if name in (SMOLLM2, TINY):
-        tok = smollm2_tokenizer()
-    else:
-        tok = AutoTokenizer.from_pretrained(name)
+    tok = smollm2_tokenizer() if name in (SMOLLM2, TINY) else AutoTokenizer.from_pretrained(name)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
