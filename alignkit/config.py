@@ -85,6 +85,13 @@ class FeedbackConfig(Section):
         description="Guideline text shown to labelers.",
     )
     seed: int = Field(0, description="Seed of the simulated labelers.")
+    host: str = Field("127.0.0.1", description="Where the labeling app listens (source: human); "
+                      "loopback by default, set 0.0.0.0 to reach labelers on your network.")
+    port: int = Field(8000, description="Port of the labeling app (source: human).")
+    wait_timeout_s: float | None = Field(
+        None, description="Stop waiting for human rankings after this long (None = wait); the "
+        "run pauses and `alignkit run` with the same --out resumes.",
+    )
 
 
 class RewardConfig(Section):

@@ -177,11 +177,12 @@ class Cycle:
     def stage_feedback(self, resume: bool) -> str:
         f = self.cfg.feedback
         store = self._store()
-        if not f.db:
-            store.reset()  # regenerate: the completions may have changed
-        records = _read_jsonl(self.run.completions)
-        store.add_items([(r["prompt"], r["completions"]) for r in records], f.criterion,
-                        guideline=f.guideline)
+        if not resume or not store.items():
+            if not f.db:
+                store.reset()  # the run's own database: the completions may have changed
+            records = _read_jsonl(self.run.completions)
+            store.add_items([(r["prompt"], r["completions"]) for r in records], f.criterion,
+                            guideline=f.guideline)
         if f.source == "simulated":
             from alignkit.feedback.simulate import simulate_feedback
 
@@ -191,10 +192,34 @@ class Cycle:
             self.console.print(f"simulated labelers ({f.labelers}, judge '{f.judge}' + noise "
                                f"σ={s.sigma:.2f}): {s.rankings} rankings, pairwise agreement "
                                f"{s.agreement:.2f} — these labels are SIMULATED, not human")
-        else:
-            raise NotImplementedError(f"feedback.source '{f.source}' is not wired into the "
-                                      "cycle yet — use 'simulated'")
-        return "done"
+            return "done"
+        if f.source == "human":
+            return self._wait_for_humans(store)
+        raise NotImplementedError("feedback.source 'ai' is not wired into the cycle yet — use "
+                                  "'simulated' or 'human'")
+
+    def _wait_for_humans(self, store) -> str:
+        """Serve the labeling app and block until every item has ``overlap`` rankings."""
+        import os
+        import secrets
+
+        from alignkit.feedback.app import create_app
+        from alignkit.feedback.serve import BackgroundServer, wait_for_rankings
+
+        f = self.cfg.feedback
+        token = os.environ.get("ALIGNKIT_ADMIN_TOKEN") or secrets.token_urlsafe(18)
+        app = create_app(store, admin_token=token, overlap=f.overlap)
+        with BackgroundServer(app, host=f.host, port=f.port) as server:
+            db = f.db or f"sqlite:///{self.run.feedback_db}"
+            self.console.print(
+                f"labeling app: {server.url}/admin#token={token}\n"
+                f"add labelers with: alignkit label add-labeler NAME --db {db}\n"
+                f"waiting for {f.overlap} rankings per item (Ctrl-C pauses; rerun to resume)")
+            try:
+                done = wait_for_rankings(store, f.overlap, poll_s=5.0, timeout_s=f.wait_timeout_s)
+            except KeyboardInterrupt:
+                done = False
+        return "done" if done else "waiting for human feedback"
 
     def stage_pairs(self, resume: bool) -> str:
         from alignkit.feedback.pairs import rankings_to_pairs

@@ -142,3 +142,28 @@ def test_ctrl_c_checkpoints_and_run_resumes(tmp_path):
     assert again.returncode == 0, again.stdout[-2000:]
     assert f"resuming PPO from step {done_steps}" in again.stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 40
+
+
+def test_human_feedback_pauses_then_resumes(tmp_path):
+    from alignkit.feedback.pairs import read_pairs_jsonl
+    from alignkit.feedback.store import FeedbackStore
+
+    cfg = load_config(ROOT / "configs/tiny.yaml", {
+        "feedback.source": "human", "feedback.port": 0, "feedback.wait_timeout_s": 0.5,
+        "generate.prompts": 3})
+    stages = ("generate", "feedback", "pairs")
+    assert run_cycle(cfg, tmp_path, stages=stages) == "waiting for human feedback"
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
+    items = store.items()
+    assert len(items) == 3
+    for name in ("ann", "bob", "cy"):
+        labeler_id, _ = store.add_labeler(name)
+        for item in items:  # everyone prefers the first completion, then the rest tied
+            ids = [c.id for c in item.completions]
+            store.submit_ranking(labeler_id, item.id, {ids[0]: 1, **{i: 2 for i in ids[1:]}})
+    assert run_cycle(cfg, tmp_path, stages=stages) == "done"
+    pairs = read_pairs_jsonl(tmp_path / "pairs.jsonl")
+    assert len(pairs) == 3 * 3  # per item: first beats the 3 others; ties dropped
+    assert {p.source for p in pairs} == {"human"}
+    assert all(p.chosen == next(i for i in items if i.prompt == p.prompt).completions[0].text
+               for p in pairs)
