@@ -1,0 +1,252 @@
+"""PPO on a Ray cluster: rollout workers sample, one learner updates, weights flow back.
+
+Per step the driver (this process) splits the step's prompts between the workers by
+prompt group, waits for the shards, drops any whose weights trail the learner by more
+than ``max_weight_lag`` updates (and resamples them), and hands the shards' tensors to the
+learner by reference — they never pass through the driver. The learner answers with the
+step's metrics and the new LoRA weights, which go to the object store once and reach each
+worker with its next task. With ``max_weight_lag >= 1`` the next step's rollouts are
+submitted before the update, so sampling overlaps learning (one-step off-policy, as in
+asynchronous RLHF).
+
+A worker that dies is restarted by Ray (``max_restarts``); the shards it held are
+resampled, so the run loses at most those rollouts. metrics.jsonl, samples.jsonl and
+checkpoints are written by the learner into the run directory, exactly as the local
+trainer writes them; distributed.jsonl adds weight versions, drops and losses per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from alignkit.distributed.config import DistributedConfig
+from alignkit.distributed.workers import (
+    Learner,
+    RemoteScorer,
+    RolloutMeta,
+    RolloutTask,
+    RolloutWorker,
+    WorkerSpec,
+)
+from alignkit.rl.ppo import StopRequest
+
+_SHARD_SEED_STRIDE = 1_000_003  # shard k of step s samples with key s + k·stride
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise RuntimeError("distributed.backend 'ray' needs Ray — pip install 'alignkit[ray]' "
+                           "(ray==2.60.0)") from e
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(cfg: DistributedConfig) -> Iterator[None]:
+    """Join ``cfg.ray_address``, or start a private local cluster and stop it afterwards.
+
+    The private cluster keeps its session files in a temporary folder and authenticates
+    with a per-run token held in the environment, so nothing is written under ~/.ray.
+    """
+    ray = _ray()
+    if ray.is_initialized():  # the caller manages the cluster
+        yield
+        return
+    if cfg.ray_address is not None:
+        ray.init(address=cfg.ray_address, log_to_driver=True)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+        return
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    temp = cfg.temp_dir or tempfile.mkdtemp(prefix="alignkit-ray-", dir="/tmp")
+    try:
+        ray.init(num_cpus=cfg.num_cpus, _temp_dir=temp, include_dashboard=False,
+                 log_to_driver=True)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if cfg.temp_dir is None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def shard_prompts(prompts: list[str], group: int, n: int) -> list[list[str]]:
+    """Split a step's prompts into ≤ n contiguous shards of whole groups (the samples of
+    one prompt stay together: RLOO/GRPO baselines are computed within a group)."""
+    groups = [prompts[i : i + group] for i in range(0, len(prompts), group)]
+    n = min(n, len(groups))
+    base, extra = divmod(len(groups), n)
+    out, start = [], 0
+    for k in range(n):
+        stop = start + base + (k < extra)
+        out.append([p for g in groups[start:stop] for p in g])
+        start = stop
+    return out
+
+
+class RayPPO:
+    """The distributed counterpart of ``PPOTrainer``: ``load_checkpoint()``, ``train()``,
+    ``adapter_state()``; same metrics, samples and checkpoints in ``out_dir``."""
+
+    def __init__(self, spec: WorkerSpec, prompts: list[str], out_dir: str | Path,
+                 cfg: DistributedConfig) -> None:
+        ray = _ray()
+        if not ray.is_initialized():
+            raise RuntimeError("RayPPO needs a Ray session — wrap it in "
+                               "`with ray_session(cfg.distributed):`")
+        self.spec, self.cfg, self.out_dir = spec, cfg, Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        threads = max(1, int(cfg.worker_cpus))
+        separate = cfg.placement == "separate"
+        learner_res = ({"num_cpus": cfg.learner_cpus, "num_gpus": cfg.learner_gpus} if separate
+                       else {"num_cpus": 0})
+        spec_l = _with_threads(spec, max(1, int(cfg.learner_cpus)) if separate else threads)
+        self.learner = ray.remote(Learner).options(**learner_res).remote(
+            spec_l, prompts, str(self.out_dir))
+        self.scorer = (ray.remote(RemoteScorer).options(num_cpus=0).remote(_with_threads(
+            spec, 1)) if separate else None)
+        self._worker_cls = ray.remote(RolloutWorker).options(
+            num_cpus=cfg.worker_cpus, num_gpus=cfg.worker_gpus, max_restarts=cfg.max_restarts,
+            max_task_retries=0)
+        spec_w = _with_threads(spec, threads)
+        self.workers = [self._worker_cls.remote(spec_w, self.scorer)
+                        for _ in range(cfg.num_rollout_workers)]
+        self.step = 0
+        self.lost = 0  # shards lost to dead workers, over the run
+        self.dropped = 0  # shards older than max_weight_lag, over the run
+
+    # --- state ------------------------------------------------------------------------------
+    def load_checkpoint(self) -> bool:
+        ray = _ray()
+        ok = ray.get(self.learner.load_checkpoint.remote())
+        self.step = ray.get(self.learner.state.remote())[0]
+        return ok
+
+    def adapter_state(self) -> dict:
+        """The learner's current adapter + value-head weights (load into the local policy)."""
+        return _ray().get(self.learner.state.remote())[2]
+
+    # --- loop -------------------------------------------------------------------------------
+    def train(self, steps: int | None = None,
+              on_step: Callable[[dict], None] | None = None) -> str:
+        """Run until ``steps`` updates are done; 'steps done' or 'interrupted' (Ctrl-C)."""
+        ray = _ray()
+        ppo = self.spec.ppo
+        total = ppo.steps if steps is None else steps
+        version, kl_coef, weights = ray.get(self.learner.state.remote())
+        self.step = version
+        if self.step >= total:
+            return "steps done"
+        weights_ref = ray.put(weights)
+        plan = ray.get(self.learner.batch_prompts.remote(list(range(self.step, total))))
+        pending: dict[int, list] = {}  # step -> [(task, worker index, meta ref, payload ref)]
+
+        def submit(step: int, shard: int, prompts: list[str]) -> tuple:
+            task = RolloutTask(step, shard, prompts, step + shard * _SHARD_SEED_STRIDE)
+            w = shard % len(self.workers)
+            meta, payload = self.workers[w].rollout.options(num_returns=2).remote(
+                task, [weights_ref], version, kl_coef)
+            return task, w, meta, payload
+
+        def submit_step(step: int) -> None:
+            shards = shard_prompts(plan[step], ppo.samples_per_prompt, len(self.workers))
+            pending[step] = [submit(step, k, p) for k, p in enumerate(shards)]
+
+        with StopRequest() as stop:
+            while self.step < total:
+                step = self.step
+                t0 = time.perf_counter()
+                if step not in pending:
+                    submit_step(step)
+                metas, payloads, lags = self._collect(pending.pop(step), submit, version)
+                # The next step's rollouts start now, with the pre-update weights (lag 1).
+                for ahead in range(step + 1, min(step + 1 + self.cfg.max_weight_lag, total)):
+                    if ahead not in pending:
+                        submit_step(ahead)
+                wait = time.perf_counter() - t0
+                last = step + 1 == total or stop.requested
+                checkpoint = (step + 1) % ppo.checkpoint_every == 0 or last
+                stats_ref, weights_ref = self.learner.learn.options(num_returns=2).remote(
+                    step, metas, wait, checkpoint, *payloads)
+                stats = ray.get(stats_ref)
+                version, kl_coef = stats["step"], stats["kl_coef"]
+                self.step = version
+                self._log_distributed(step, metas, lags)
+                if on_step:
+                    on_step(stats)
+                if stop.requested:
+                    return "interrupted"
+        return "steps done"
+
+    def _collect(self, shards: list, submit: Callable, version: int
+                 ) -> tuple[list[RolloutMeta], list, list[int]]:
+        """Wait for a step's shards; resample those lost to a dead worker or too stale."""
+        ray = _ray()
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        metas, payloads, lags = [], [], []
+        queue = list(shards)
+        attempts = 0
+        while queue:
+            task, w, meta_ref, payload_ref = queue.pop(0)
+            try:
+                meta: RolloutMeta = ray.get(meta_ref)
+            except (RayActorError, ActorUnavailableError):
+                self.lost += 1
+                attempts += 1
+                if attempts > (self.cfg.max_restarts + 1) * len(shards):
+                    raise RuntimeError(f"ray: step {task.step} lost {attempts} rollouts to dead "
+                                       "workers — see the worker logs; raise "
+                                       "distributed.max_restarts if they are transient") from None
+                queue.append(submit(task.step, task.shard, task.prompts))
+                continue
+            lag = version - meta.version
+            if lag > self.cfg.max_weight_lag:
+                self.dropped += 1
+                queue.append(submit(task.step, task.shard, task.prompts))
+                continue
+            metas.append(meta)
+            payloads.append(payload_ref)
+            lags.append(lag)
+        order = sorted(range(len(metas)), key=lambda i: metas[i].shard)
+        return [metas[i] for i in order], [payloads[i] for i in order], [lags[i] for i in order]
+
+    def _log_distributed(self, step: int, metas: list[RolloutMeta], lags: list[int]) -> None:
+        rec = {"step": step + 1, "weight_versions": [m.version for m in metas],
+               "weight_lag_max": max(lags), "shards": len(metas),
+               "dropped_total": self.dropped, "lost_total": self.lost,
+               "worker_pids": [m.pid for m in metas]}
+        with open(self.out_dir / "distributed.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def shutdown(self) -> None:
+        ray = _ray()
+        for actor in [*self.workers, self.learner, self.scorer]:
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
+
+
+def _with_threads(spec: WorkerSpec, threads: int) -> WorkerSpec:
+    from dataclasses import replace
+
+    return replace(spec, threads=threads)

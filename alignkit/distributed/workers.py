@@ -1,0 +1,292 @@
+"""The actors of a distributed PPO run, as plain classes (Ray wraps them in runner.py).
+
+- ``RolloutWorker``: a copy of the policy for sampling, its reference (adapters off) and,
+  colocated, the scorer. It runs ``PPOTrainer.rollout`` on a shard of the step's prompts
+  with the LoRA weights of a given version, and records that version.
+- ``Learner``: the one ``PPOTrainer`` that owns the optimizer. It merges the shards,
+  whitens advantages over the whole batch, runs ``PPOTrainer.update``, logs metrics and
+  writes checkpoints into the run directory, and hands back the new adapter weights.
+- ``RemoteScorer``: the reward model as an actor of its own (placement 'separate').
+
+They stay plain classes so they can be tested in one process without Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
+from alignkit.generation import Generation
+from alignkit.models.loading import load_causal_lm, load_tokenizer, set_threads, stop_token_ids
+from alignkit.models.policy import Policy
+from alignkit.rl import math as M
+from alignkit.rl.ppo import PPOTrainer
+from alignkit.rl.rollout import Rollout, Scorer
+
+# Builds the scorer inside the process that uses it (a reward model is not shipped pickled).
+ScorerFactory = Callable[[PreTrainedTokenizerBase], Scorer]
+
+
+@dataclass
+class ScorerSpec:
+    """The cycle's score sources, rebuilt by name in each actor: 'synthetic' (share of even
+    token ids, optimum 1.0), 'gold' (a judge's goodness) or 'model' (a trained RM folder)."""
+
+    kind: str = "synthetic"
+    judge: str = "profanity"
+    reward_model: str | None = None
+
+    def __call__(self, tok: PreTrainedTokenizerBase) -> Scorer:
+        from alignkit.rl.scorers import judge_scorer, token_share_scorer
+
+        if self.kind == "synthetic":
+            return token_share_scorer(torch.arange(0, len(tok), 2))
+        if self.kind == "gold":
+            from alignkit.safety.judges import get_judge
+
+            return judge_scorer(get_judge(self.judge))
+        if self.kind == "model":
+            if self.reward_model is None:
+                raise ValueError("ScorerSpec.reward_model: kind 'model' needs the reward model "
+                                 "folder — pass the run's reward_model path")
+            from alignkit.reward.model import RewardModel
+
+            rm = RewardModel.load(self.reward_model)
+
+            def score(prompts: list[str], texts: list[str], gen: Generation) -> torch.Tensor:
+                return rm.score(prompts, texts)
+
+            return score
+        raise ValueError(f"ScorerSpec.kind '{self.kind}' is unknown — use synthetic, gold "
+                         "or model")
+
+
+@dataclass
+class WorkerSpec:
+    """Everything an actor needs to rebuild the same policy and trainer; picklable."""
+
+    model: ModelConfig
+    ppo: PPOConfig
+    generate: GenerateConfig
+    scorer: ScorerFactory = field(default_factory=ScorerSpec)
+    gold_judge: str | None = None  # adds objective/gold to the metrics, as the cycle does
+    seed: int = 0  # the seed the base model was built with (random tiny model)
+    chat_template: bool = False
+    threads: int = 1
+
+
+@dataclass
+class RolloutTask:
+    """One shard of one step: its prompts (already repeated per sample) and RNG key."""
+
+    step: int
+    shard: int
+    prompts: list[str]
+    seed_key: int  # PPOTrainer.rollout(seed_key): shard 0 uses the step, like local
+
+
+@dataclass
+class RolloutMeta:
+    """The small half of a rollout result: the driver reads it; the tensors go straight to
+    the learner through Ray's object store."""
+
+    step: int
+    shard: int
+    version: int  # learner updates the weights had when this rollout was sampled
+    size: int
+    stats: dict
+    pid: int
+
+
+@dataclass
+class RolloutPayload:
+    roll: Rollout
+    prompts: list[str]
+    texts: list[str]
+
+
+def build_policy(spec: WorkerSpec) -> tuple[PreTrainedTokenizerBase, Policy, list[int]]:
+    """The same base weights and LoRA layout in every process (the random tiny model is
+    seeded); adapter values come from the learner's broadcast, not from here."""
+    m = spec.model
+    tok = load_tokenizer(m.name)
+    with torch.random.fork_rng():
+        torch.manual_seed(spec.seed)
+        lm = load_causal_lm(m.name, tok, m.dtype, m.tiny_layers, m.tiny_hidden, spec.seed)
+        policy = Policy(lm, m)
+    return tok, policy, stop_token_ids(tok, lm)
+
+
+def _gold(spec: WorkerSpec):
+    if spec.gold_judge is None:
+        return None
+    from alignkit.safety.judges import get_judge
+
+    return get_judge(spec.gold_judge).goodness
+
+
+class _ShardTrainer(PPOTrainer):
+    """A PPOTrainer whose step batch is the shard it was handed, not its own draw."""
+
+    shard_prompts: list[str] = []
+
+    def _batch_prompts(self, step: int) -> list[str]:  # noqa: ARG002 — the shard decides
+        return self.shard_prompts
+
+
+class RolloutWorker:
+    def __init__(self, spec: WorkerSpec, scorer_actor=None) -> None:
+        set_threads(spec.threads)
+        self.tok, self.policy, stop_ids = build_policy(spec)
+        if scorer_actor is None:
+            scorer = spec.scorer(self.tok)
+        else:
+            import ray
+
+            def scorer(prompts: list[str], texts: list[str], gen: Generation) -> torch.Tensor:
+                return ray.get(scorer_actor.score.remote(prompts, texts, gen))
+
+        # Whitening needs the whole batch: the learner does it after merging the shards.
+        cfg = spec.ppo.model_copy(update={"whiten_advantages": False})
+        self.trainer = _ShardTrainer(self.policy, self.tok, ["unused"], scorer, cfg,
+                                     spec.generate, Path(tempfile.gettempdir()), stop_ids,
+                                     spec.chat_template, gold=_gold(spec))
+        self.version = -1
+
+    def set_weights(self, weights: dict[str, torch.Tensor], version: int) -> None:
+        missing = self.policy.load_state_dict(weights, strict=False)
+        if missing.unexpected_keys:
+            raise RuntimeError(f"rollout worker: weights do not match the policy "
+                               f"({missing.unexpected_keys[:3]}) — same model config?")
+        self.version = version
+
+    def rollout(self, task: RolloutTask, weights: list, version: int, kl_coef: float
+                ) -> tuple[RolloutMeta, RolloutPayload]:
+        """Sample ``task`` with weights ``version``. ``weights`` is ``[ObjectRef or dict]``:
+        boxed so Ray does not fetch it when this worker already holds that version."""
+        if version != self.version:
+            w = weights[0]
+            if not isinstance(w, dict):
+                import ray
+
+                w = ray.get(w)
+            self.set_weights(w, version)
+        self.trainer.kl_ctl.value = kl_coef
+        self.trainer.shard_prompts = task.prompts
+        roll, prompts, texts, stats = self.trainer.rollout(task.seed_key)
+        meta = RolloutMeta(task.step, task.shard, self.version, len(prompts), stats, os.getpid())
+        return meta, RolloutPayload(roll, prompts, texts)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RemoteScorer:
+    """The reward model (or judge) in one place, called by every worker (placement
+    'separate'): one copy of the RM instead of one per worker."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        set_threads(spec.threads)
+        self.scorer = spec.scorer(load_tokenizer(spec.model.name))
+
+    def score(self, prompts: list[str], texts: list[str], gen: Generation) -> torch.Tensor:
+        return self.scorer(prompts, texts, gen)
+
+
+def _no_scorer(prompts, texts, gen):  # noqa: ARG001
+    raise RuntimeError("the learner does not sample: rollouts come from the workers")
+
+
+class Learner:
+    def __init__(self, spec: WorkerSpec, prompts: list[str], out_dir: str | Path) -> None:
+        set_threads(spec.threads)
+        self.tok, self.policy, stop_ids = build_policy(spec)
+        self.trainer = PPOTrainer(self.policy, self.tok, prompts, _no_scorer, spec.ppo,
+                                  spec.generate, Path(out_dir), stop_ids, spec.chat_template)
+
+    def batch_prompts(self, steps: list[int]) -> dict[int, list[str]]:
+        """The prompts of each step, drawn exactly as the local trainer draws them."""
+        return {s: self.trainer._batch_prompts(s) for s in steps}
+
+    def load_checkpoint(self) -> bool:
+        return self.trainer.load_checkpoint()
+
+    def state(self) -> tuple[int, float, dict[str, torch.Tensor]]:
+        """(version = completed updates, current β, adapter weights)."""
+        t = self.trainer
+        return t.step, t.kl_ctl.value, self.policy.adapter_state()
+
+    def learn(self, step: int, metas: list[RolloutMeta], rollout_wait: float, checkpoint: bool,
+              *payloads: RolloutPayload) -> tuple[dict, dict[str, torch.Tensor]]:
+        """One PPO update on the merged shards; logs the step like ``PPOTrainer.train``."""
+        t = self.trainer
+        if step != t.step:
+            raise RuntimeError(f"learner is at step {t.step}, got rollouts for step {step}")
+        t0 = time.perf_counter()
+        roll = merge_rollouts([p.roll for p in payloads], self.tok.pad_token_id)
+        if t.cfg.whiten_advantages:
+            roll.advantages = M.masked_whiten(roll.advantages, roll.response_mask)
+        prompts = [x for p in payloads for x in p.prompts]
+        texts = [x for p in payloads for x in p.texts]
+        stats = merge_stats([m.stats for m in metas], [m.size for m in metas])
+        stats.update(t.update(roll, step))
+        t.kl_ctl.update(stats["objective/kl"], roll.query_ids.size(0))
+        t.step += 1
+        update_s = time.perf_counter() - t0
+        stats.update({"step": t.step, "kl_coef": t.kl_ctl.value,
+                      "episodes": t.step * roll.query_ids.size(0),
+                      "time/rollout": rollout_wait, "time/update": update_s,
+                      "time/step": rollout_wait + update_s})
+        t._log(stats, prompts, texts, roll)
+        if checkpoint:
+            t.save_checkpoint()
+        return stats, self.policy.adapter_state()
+
+
+# --- pure pieces ----------------------------------------------------------------------------
+_LEFT_PADDED = ("query_ids", "query_mask")
+
+
+def merge_rollouts(rolls: list[Rollout], pad_id: int) -> Rollout:
+    """Concatenate shards along the batch: queries left-padded, responses right-padded to the
+    longest shard (pad ids, zero masks and zero tensors elsewhere, so padding is inert)."""
+    if len(rolls) == 1:
+        return rolls[0]
+    out = {}
+    for f in fields(Rollout):
+        parts = [getattr(r, f.name) for r in rolls]
+        if parts[0].dim() == 2:
+            width = max(p.size(1) for p in parts)
+            fill = pad_id if f.name in ("query_ids", "response_ids") else 0
+            padded = []
+            for p in parts:
+                pad = p.new_full((p.size(0), width - p.size(1)), fill)
+                padded.append(torch.cat([pad, p] if f.name in _LEFT_PADDED else [p, pad], 1))
+            parts = padded
+        out[f.name] = torch.cat(parts, 0)
+    return Rollout(**out)
+
+
+def merge_stats(stats: list[dict], sizes: list[int]) -> dict:
+    """Shard statistics → batch statistics: means weighted by shard size, counts summed,
+    times as the slowest shard (they ran side by side)."""
+    w = np.asarray(sizes, dtype=float) / sum(sizes)
+    out = {}
+    for k in stats[0]:
+        vals = [s[k] for s in stats]
+        if k.startswith("time/"):
+            out[k] = max(vals)
+        elif k == "val/num_eos_tokens":
+            out[k] = int(sum(vals))
+        else:
+            out[k] = float(np.dot(w, vals))
+    return out
