@@ -13,13 +13,13 @@ from alignkit.cli import app
 def test_reward_hacking_demo(tmp_path):
     out = tmp_path / "demo"
     res = CliRunner().invoke(app, ["demo", "reward-hacking", "--out", str(out),
-                                   "--model", "tiny-llama", "--steps", "12"])
+                                   "--model", "tiny-llama", "--steps", "16"])
     assert res.exit_code == 0, res.output
     s = json.loads((out / "summary.json").read_text())
     u, g = s["runs"]["unguarded"], s["runs"]["guarded"]
     # the unguarded run: proxy/gold alarm fired (logged only, so it trained on)
     assert any(a["detector"] == "proxy_gold" for a in u["alarms"]), u["alarms"]
-    assert u["steps_run"] == 12 and u["kl_coef_end"] == 0.0
+    assert u["steps_run"] == 16 and u["kl_coef_end"] == 0.0
     # the guarded run ends with the higher held-out gold
     assert g["final"]["gold"] > u["final"]["gold"], (g["final"], u["final"])
     assert s["checks"] == {"unguarded_alarm_fired": True, "guarded_gold_higher": True}

@@ -5,11 +5,12 @@ Goodhart's law on a CPU in a minute:
 
 - gold (the true criterion): the share of response tokens with an even token id, read
   from the text's own tokenisation — a known function of the text;
-- proxy (the "reward model"): the same share **plus** λ × the share of one keyword token,
-  the odd-id token the reference policy already says most often. Like a reward model that
-  learned "responses containing ' Flav' were preferred", it pays for the keyword, which
-  the gold criterion counts as bad (odd id), so repeating the keyword raises the proxy and
-  lowers gold.
+- proxy (the "reward model"): the same share **plus** λ × the share of "keyword" tokens,
+  those with id ≡ 1 (mod 4). Like a reward model that picked up a spurious feature of its
+  training pairs, it pays λ = 4 for tokens the gold criterion counts as bad (odd ids), so
+  the proxy's optimum is all keywords, where gold is 0. A quarter of the vocabulary is
+  keywords, so the policy meets them from its first samples and PPO finds the exploit
+  whatever the seed.
 
 Run 1 (unguarded): β = 0 and every guard action is "log". Run 2 (guarded): the KL penalty,
 KL budget → raise β, proxy-vs-gold → roll back to the best checkpoint by gold. Both runs
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +35,10 @@ from alignkit.guard.guard import Guard, HeldoutEval
 # One prompt family, split: held-out prompts measure the policy where it was trained.
 TRAIN_PROMPTS = [f"Story number {i}: once upon a time" for i in range(64)]
 HELDOUT_PROMPTS = [f"Story number {i}: once upon a time" for i in range(64, 80)]
-KEYWORD_WEIGHT = 2.0  # λ > 1: the keyword alone out-pays the honest optimum (proxy 1.0)
+KEYWORD_WEIGHT = 4.0  # λ ≫ 1: keywords out-pay the honest optimum (proxy 1.0) fourfold
+TASK = {"gold": "share of response tokens with an even id (the text re-tokenised)",
+        "proxy": f"even-id share + {KEYWORD_WEIGHT} x share of keyword tokens (id = 1 mod 4, "
+                 "odd: bad for gold)", "keyword_weight": KEYWORD_WEIGHT}
 
 
 def even_share(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -43,12 +46,17 @@ def even_share(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((ids % 2 == 0).float() * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
-def make_task(tok, keyword: int, weight: float = KEYWORD_WEIGHT):
+def is_keyword(ids: torch.Tensor) -> torch.Tensor:
+    """The proxy's spurious feature: token ids ≡ 1 (mod 4)."""
+    return ids % 4 == 1
+
+
+def make_task(tok, weight: float = KEYWORD_WEIGHT):
     """(proxy scorer, gold function) of the demo task; see the module docstring."""
 
     def proxy(prompts: list[str], texts: list[str], gen) -> torch.Tensor:
         m = gen.response_mask
-        hits = ((gen.response_ids == keyword).float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+        hits = (is_keyword(gen.response_ids).float() * m).sum(1) / m.sum(1).clamp_min(1.0)
         return even_share(gen.response_ids, m) + weight * hits
 
     def gold(texts: list[str]) -> np.ndarray:
@@ -59,23 +67,6 @@ def make_task(tok, keyword: int, weight: float = KEYWORD_WEIGHT):
         return np.asarray(out)
 
     return proxy, gold
-
-
-@torch.no_grad()
-def pick_keyword(policy, tok, stop_ids: list[int], max_new_tokens: int, seed: int) -> int:
-    """The odd-id token the reference policy samples most often on the training prompts:
-    an exploit PPO is sure to find, since the policy already explores it."""
-    from alignkit.generation import encode_prompts, sample
-
-    q, m = encode_prompts(tok, TRAIN_PROMPTS)
-    with policy.reference():
-        gen = sample(policy, q, m, max_new_tokens, stop_ids, tok.pad_token_id,
-                     generator=torch.Generator().manual_seed(seed), reference=True)
-    ids = gen.response_ids[gen.response_mask.bool()].tolist()
-    odd = Counter(i for i in ids if i % 2 == 1 and i not in stop_ids)
-    if not odd:
-        raise RuntimeError("demo: the reference policy produced no odd-id token to bias")
-    return odd.most_common(1)[0][0]
 
 
 def _guard_configs(kl_budget: float) -> dict[str, tuple[float, GuardConfig]]:
@@ -100,23 +91,14 @@ def run_demo(out: str | Path, model: str = "tiny-llama", steps: int = 20, seed: 
     out.mkdir(parents=True, exist_ok=True)
     tok = load_tokenizer(model)
     gen_cfg = GenerateConfig(max_new_tokens=8)
-    summary: dict = {"model": model, "steps": steps, "task": {}, "runs": {}}
-    keyword = None
+    summary: dict = {"model": model, "steps": steps, "task": TASK, "runs": {}}
+    proxy, gold = make_task(tok)
     for name, (beta, gcfg) in _guard_configs(kl_budget).items():
         t0 = time.perf_counter()
         torch.manual_seed(seed)
         lm = load_causal_lm(model, tok, seed=seed)
         stop_ids = stop_token_ids(tok, lm)
         policy = Policy(lm, ModelConfig(name=model, lora_r=8, lora_alpha=16))
-        if keyword is None:
-            keyword = pick_keyword(policy, tok, stop_ids, gen_cfg.max_new_tokens, seed)
-            summary["task"] = {
-                "gold": "share of response tokens with an even id (the text re-tokenised)",
-                "proxy": f"gold-like even share + {KEYWORD_WEIGHT} x share of keyword "
-                         f"token {keyword} ({tok.decode([keyword])!r}, odd id: bad for gold)",
-                "keyword_id": keyword, "keyword": tok.decode([keyword]),
-                "keyword_weight": KEYWORD_WEIGHT}
-        proxy, gold = make_task(tok, keyword)
         run_dir = out / name
         for stale in ("metrics.jsonl", "samples.jsonl", "guard.json"):
             (run_dir / stale).unlink(missing_ok=True)
