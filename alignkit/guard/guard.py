@@ -214,7 +214,7 @@ class Guard:
             verdict = self._rollback(alarm)
         if new or action != "log":
             self.alarms.append(alarm)
-            self.log(f"[guard] step {alarm.step} {alarm.detector}: {alarm.message} "
+            self.log(f"guard: step {alarm.step} {alarm.detector}: {alarm.message} "
                      f"→ {alarm.action}")
         return verdict
 
