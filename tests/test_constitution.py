@@ -111,3 +111,17 @@ def test_sl_cai_runs_on_the_tiny_model(tiny_tokenizer):
                                 load_constitution(), rounds=2, seed=0, few_shot=False)
     assert [r.final for r in revs2] == [r.final for r in revs]
     assert all(p.source == "ai" for p in revision_pairs(revs))
+
+
+def test_generator_batches_by_length_but_returns_inputs_order(tiny_tokenizer):
+    import torch
+
+    class EchoLast:
+        """'Generates' one token: the prompt's last token (so outputs identify inputs)."""
+
+        def generate(self, input_ids, attention_mask, **kw):
+            return torch.cat([input_ids, input_ids[:, -1:]], dim=1)
+
+    gen = LMGenerator(EchoLast(), tiny_tokenizer, batch_size=2)
+    texts = ["one two three four five six seven dog", "cat", "a b house", "x y z w tree"]
+    assert gen.complete(texts) == ["dog", "cat", "house", "tree"]

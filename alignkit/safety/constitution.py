@@ -135,12 +135,14 @@ class LMGenerator:
     @torch.no_grad()
     def complete(self, texts: Sequence[str]) -> list[str]:
         self.calls += 1
+        # Batch prompts of similar length together: padding is wasted compute.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: list[str] = []
         side = self.tok.truncation_side
         self.tok.truncation_side = "left"
         try:
             for start in range(0, len(texts), self.batch_size):
-                chunk = list(texts[start : start + self.batch_size])
+                chunk = [texts[i] for i in order[start : start + self.batch_size]]
                 enc = self.tok(chunk, return_tensors="pt", padding=True, truncation=True,
                                max_length=self.max_prompt_tokens, padding_side="left",
                                add_special_tokens=False)
@@ -156,7 +158,10 @@ class LMGenerator:
                 out += [t.strip() for t in self.tok.batch_decode(new, skip_special_tokens=True)]
         finally:
             self.tok.truncation_side = side
-        return out
+        result = [""] * len(texts)
+        for i, text in zip(order, out, strict=True):
+            result[i] = text
+        return result
 
 
 # -- SL-CAI ---------------------------------------------------------------------------------
