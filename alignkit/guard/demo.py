@@ -175,7 +175,7 @@ def plot_runs(out: Path, names: list[str], path: Path, finals: dict | None = Non
         ax_p.plot(d, [r["proxy"] for r in rows], "o-", color=c, ms=3, label=name)
         ax_g.plot(d, [r["gold"] for r in rows], "o-", color=c, ms=3, label=name)
         fit = gao_fit([r["kl"] for r in rows], [r["gold"] for r in rows])
-        if fit is not None:
+        if fit is not None and fit.beta > 0 and fit.points >= 6:  # a curve, not noise
             xs = np.linspace(0.0, float(d.max()), 60)
             ax_g.plot(xs, fit.predict(xs), "--", color=c, lw=1, alpha=0.7,
                       label=f"{name}: Gao fit α={fit.alpha:.2f} β={fit.beta:.2f}")
