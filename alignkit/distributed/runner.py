@@ -68,10 +68,15 @@ def ray_session(cfg: DistributedConfig) -> Iterator[None]:
         finally:
             ray.shutdown()
         return
-    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    saved = {k: os.environ.get(k) for k in env}
+    # RAY_AUTH_MODE stays unset: ray.init then turns token auth on *and* refreshes its
+    # cached config (an explicit mode set after `import ray` is not seen), and finds the
+    # token in the environment instead of generating ~/.ray/auth_token.
+    env = {"RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
+    saved = {k: os.environ.get(k) for k in (*env, "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    os.environ.pop("RAY_AUTH_MODE", None)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
     os.environ.update(env)
+    _forget_cached_token()
     temp = cfg.temp_dir or tempfile.mkdtemp(prefix="alignkit-ray-", dir="/tmp")
     try:
         ray.init(num_cpus=cfg.num_cpus, _temp_dir=temp, include_dashboard=False,
@@ -86,8 +91,19 @@ def ray_session(cfg: DistributedConfig) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        _forget_cached_token()
         if cfg.temp_dir is None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _forget_cached_token() -> None:
+    """Ray caches the token it looked up last; make it read our environment again."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # another Ray version: nothing cached to forget
+        pass
 
 
 def shard_prompts(prompts: list[str], group: int, n: int) -> list[list[str]]:
@@ -159,14 +175,14 @@ class RayPPO:
             return "steps done"
         weights_ref = ray.put(weights)
         plan = ray.get(self.learner.batch_prompts.remote(list(range(self.step, total))))
-        pending: dict[int, list] = {}  # step -> [(task, worker index, meta ref, payload ref)]
+        pending: dict[int, list] = {}  # step -> [(task, worker, meta ref, payload ref)]
 
         def submit(step: int, shard: int, prompts: list[str]) -> tuple:
             task = RolloutTask(step, shard, prompts, step + shard * _SHARD_SEED_STRIDE)
-            w = shard % len(self.workers)
-            meta, payload = self.workers[w].rollout.options(num_returns=2).remote(
+            worker = self.workers[shard % len(self.workers)]
+            meta, payload = worker.rollout.options(num_returns=2).remote(
                 task, [weights_ref], version, kl_coef)
-            return task, w, meta, payload
+            return task, worker, meta, payload
 
         def submit_step(step: int) -> None:
             shards = shard_prompts(plan[step], ppo.samples_per_prompt, len(self.workers))
@@ -208,7 +224,7 @@ class RayPPO:
         queue = list(shards)
         attempts = 0
         while queue:
-            task, w, meta_ref, payload_ref = queue.pop(0)
+            task, worker, meta_ref, payload_ref = queue.pop(0)
             try:
                 meta: RolloutMeta = ray.get(meta_ref)
             except (RayActorError, ActorUnavailableError):
@@ -218,6 +234,7 @@ class RayPPO:
                     raise RuntimeError(f"ray: step {task.step} lost {attempts} rollouts to dead "
                                        "workers — see the worker logs; raise "
                                        "distributed.max_restarts if they are transient") from None
+                self._await_restart(worker)
                 queue.append(submit(task.step, task.shard, task.prompts))
                 continue
             lag = version - meta.version
@@ -230,6 +247,28 @@ class RayPPO:
             lags.append(lag)
         order = sorted(range(len(metas)), key=lambda i: metas[i].shard)
         return [metas[i] for i in order], [payloads[i] for i in order], [lags[i] for i in order]
+
+    def _await_restart(self, worker, timeout_s: float = 120.0) -> None:
+        """Block until Ray has restarted ``worker`` (it reloads the model); a worker out of
+        restarts is retired and its shards go to the others."""
+        ray = _ray()
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(worker.pid.remote(), timeout=timeout_s)
+                return
+            except ActorUnavailableError:  # restarting: ask again shortly
+                time.sleep(0.5)
+            except (RayActorError, GetTimeoutError):
+                break
+        if worker not in self.workers:
+            return
+        if len(self.workers) == 1:
+            raise RuntimeError("ray: the only rollout worker died and did not come back — see "
+                               "its log; raise distributed.max_restarts if this is transient")
+        self.workers.remove(worker)
 
     def _log_distributed(self, step: int, metas: list[RolloutMeta], lags: list[int]) -> None:
         rec = {"step": step + 1, "weight_versions": [m.version for m in metas],
