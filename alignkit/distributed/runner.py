@@ -162,6 +162,21 @@ class RayPPO:
         """The learner's current adapter + value-head weights (load into the local policy)."""
         return _ray().get(self.learner.state.remote())[2]
 
+    def sample(self, step: int) -> tuple[list[RolloutMeta], float]:
+        """One step's rollouts with the learner's current weights and no update; returns the
+        shard metas and the wall time from submission to the last shard (benchmarks)."""
+        ray = _ray()
+        version, kl_coef, weights = ray.get(self.learner.state.remote())
+        ref = ray.put(weights)
+        prompts = ray.get(self.learner.batch_prompts.remote([step]))[step]
+        shards = shard_prompts(prompts, self.spec.ppo.samples_per_prompt, len(self.workers))
+        t0 = time.perf_counter()
+        refs = [self.workers[k % len(self.workers)].rollout.options(num_returns=2).remote(
+                    RolloutTask(step, k, p, step + k * _SHARD_SEED_STRIDE), [ref], version,
+                    kl_coef)[0] for k, p in enumerate(shards)]
+        metas = ray.get(refs)
+        return metas, time.perf_counter() - t0
+
     # --- loop -------------------------------------------------------------------------------
     def train(self, steps: int | None = None,
               on_step: Callable[[dict], None] | None = None) -> str:
