@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from alignkit.guard.config import GuardConfig
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -130,7 +132,6 @@ class PPOConfig(Section):
     adaptive_kl: bool = Field(False, description="Ziegler et al. adaptive beta.")
     target_kl: float = Field(6.0, description="Target KL (nats/sequence) for adaptive beta.")
     kl_horizon: int = Field(10000, description="Horizon (samples) of the adaptive controller.")
-    kl_budget: float = Field(8.0, description="KL (nats/sequence) the run may not end above.")
     gamma: float = Field(1.0, description="Discount; 1 for a finite response.")
     lam: float = Field(0.95, description="GAE lambda.")
     cliprange: float = Field(0.2, description="Policy ratio clip.")
@@ -173,6 +174,8 @@ class RunConfig(Section):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig,
+                               description="Reward-hacking detectors and their actions in PPO.")
 
     def section_hash(self, *names: str) -> str:
         """Hash of the named sections, so a stage reruns only when its inputs changed."""

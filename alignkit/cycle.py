@@ -40,9 +40,9 @@ _INPUTS = {
     "feedback": ("model", "data", "generate", "feedback"),
     "pairs": ("model", "data", "generate", "feedback"),
     "reward": ("model", "data", "generate", "feedback", "reward"),
-    "ppo": ("model", "data", "generate", "feedback", "reward", "ppo"),
-    "evaluate": ("model", "data", "generate", "feedback", "reward", "ppo", "evaluate"),
-    "report": ("model", "data", "generate", "feedback", "reward", "ppo", "evaluate"),
+    "ppo": ("model", "data", "generate", "feedback", "reward", "ppo", "guard"),
+    "evaluate": ("model", "data", "generate", "feedback", "reward", "ppo", "guard", "evaluate"),
+    "report": ("model", "data", "generate", "feedback", "reward", "ppo", "guard", "evaluate"),
 }
 
 
@@ -286,13 +286,34 @@ class Cycle:
                 f"kl {s['objective/kl']:.2f}  β {s['kl_coef']:.3f}{gold}  "
                 f"len {s['response/length']:.1f}  {s['time/step']:.1f}s")
 
+        guard = self._guard(trainer, resume)
         try:
-            outcome = trainer.train(on_step=show)
+            outcome = trainer.train(on_step=show, guard=guard)
         finally:
             tracker.close()
+        if outcome.startswith("guard:"):  # a guard stop finishes PPO; evaluation goes on
+            self.console.print(f"PPO stopped by the guard: {outcome}", markup=False)
+            outcome = "steps done"
         if outcome == "steps done" and self.policy.use_lora:
             self.policy.lm.save_pretrained(self.run.policy)  # a PEFT adapter folder
         return outcome
+
+    def _guard(self, trainer: PPOTrainer, resume: bool):
+        from alignkit.guard.guard import Guard, HeldoutEval
+
+        g = self.cfg.guard
+        if not g.enabled:
+            return None
+        heldout = (HeldoutEval(trainer, self.eval_prompts[: g.heldout_prompts])
+                   if g.heldout_prompts else None)
+        guard = Guard(g, trainer, heldout=heldout, state_path=self.run.guard,
+                      log=lambda m: self.console.print(m, markup=False))
+        if resume and trainer.step > 0:
+            guard.load_state()
+        else:
+            self.run.guard.unlink(missing_ok=True)
+            guard.baseline()
+        return guard
 
     def _load_trained_policy(self) -> None:
         trainer = self._trainer()
@@ -418,7 +439,7 @@ def build_report(run: RunDir, cfg: RunConfig) -> dict:
             out["ppo"] = {
                 "algorithm": cfg.ppo.algorithm, "iterations": len(rows),
                 "kl_coef": rows[-1]["kl_coef"], "final_kl": rows[-1]["objective/kl"],
-                "kl_budget": cfg.ppo.kl_budget,
+                "kl_budget": cfg.guard.kl_budget,
                 "reward_start": float(np.mean([r["objective/scores"] for r in rows[:3]])),
                 "reward_end": float(np.mean([r["objective/scores"] for r in rows[-3:]])),
                 "gold_start": _mean_key(rows[:3], "objective/gold"),
@@ -427,6 +448,8 @@ def build_report(run: RunDir, cfg: RunConfig) -> dict:
             }
     if run.evaluation.exists():
         out["evaluation"] = json.loads(run.evaluation.read_text())
+    if run.guard.exists():
+        out["guard"] = json.loads(run.guard.read_text())
     return out
 
 

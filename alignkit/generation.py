@@ -61,6 +61,14 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def _inverse_cdf_sample(logp: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One uniform draw per row against the CDF; torch.multinomial on CPU draws one
+    random number per vocabulary entry and is ~10x slower at 49k tokens."""
+    cdf = logp.exp().cumsum(-1)
+    u = torch.rand(logp.size(0), 1, generator=generator) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_max(cdf.size(-1) - 1).squeeze(-1)
+
+
 @torch.no_grad()
 def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens: int,
            stop_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
@@ -79,13 +87,14 @@ def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens
     alive = torch.ones(B, dtype=torch.bool)  # still inside the response (before/at stop)
     masks = []
     for _ in range(max_new_tokens):
-        logits = head(h).float() / temperature
+        logits = head(h).float()
+        if temperature != 1.0:
+            logits = logits / temperature
         values.append(policy.values(h).float())
-        logits = top_p_filter(logits, top_p)
-        probs = torch.softmax(logits, dim=-1)
-        tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        logp_all = torch.log_softmax(top_p_filter(logits, top_p), dim=-1)
+        tok = _inverse_cdf_sample(logp_all, generator)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        logps.append(torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1))
+        logps.append(logp_all.gather(-1, tok[:, None]).squeeze(-1))
         tokens.append(tok)
         masks.append(alive.clone())
         done = done | torch.isin(tok, stop)

@@ -536,7 +536,7 @@ def _kpis(run: Run) -> str:
                            f"{_pct(r.relative, 0, signed=True)} · {_badge(verdict, kind)}",
                            kind="hero"))
     if ev:
-        budget = run.config_value("ppo.kl_budget")
+        budget = run.config_value("guard.kl_budget")
         cards.append(_card("KL to reference", f"{_fmt(ev.get('kl_to_reference'), 2)} nats",
                            f"budget {_fmt(budget, 1)} nats" if _num(budget) else "per sequence"))
     if rm:

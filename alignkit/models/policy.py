@@ -101,10 +101,22 @@ class Policy(nn.Module):
                 if "lora_" in k or "value_head" in k or not self.use_lora}
 
 
-def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0
-                   ) -> tuple[Tensor, Tensor]:
-    """log softmax(z/τ)[token] and the entropy, at the sampling temperature τ."""
-    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
-    logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0,
+                   with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
+    """log softmax(z/τ)[token] = z_token/τ − logsumexp(z/τ), and the entropy.
+
+    Every elementwise pass over [B, T, vocab] costs as much as a small matmul on CPU, so
+    the log-prob is a gather minus a logsumexp (no [B, T, V] log-softmax kept for
+    backward), the 1/τ scaling is skipped at τ = 1, and the entropy — logged, never
+    differentiated — is computed off the graph.
+    """
+    z = logits.float()
+    if temperature != 1.0:
+        z = z / temperature
+    lse = torch.logsumexp(z, dim=-1)
+    logp = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = lse - (torch.softmax(z, dim=-1) * z).sum(-1)
     return logp, entropy

@@ -44,7 +44,7 @@ class Rollout:
 def response_forward(policy: Policy, query_ids: Tensor, query_mask: Tensor,
                      response_ids: Tensor, response_mask: Tensor, temperature: float,
                      reference: bool = False, with_values: bool = True
-                     ) -> tuple[Tensor, Tensor, Tensor | None]:
+                     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Log-probs, entropies and values at response positions only.
 
     The LM head (49k-wide for SmolLM2) runs on the T response positions instead of all
@@ -55,6 +55,6 @@ def response_forward(policy: Policy, query_ids: Tensor, query_mask: Tensor,
     P, T = query_ids.size(1), response_ids.size(1)
     hidden = policy.hidden_states(ids, mask, reference=reference)[:, P - 1 : P - 1 + T]
     logits = policy.head(reference)(hidden)
-    logp, entropy = token_logprobs(logits, response_ids, temperature)
+    logp, entropy = token_logprobs(logits, response_ids, temperature, with_entropy=not reference)
     values = policy.values(hidden) if with_values else None
     return logp, entropy, values
