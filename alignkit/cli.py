@@ -37,12 +37,15 @@ def run(
     config: Path = typer.Option(Path("configs/default.yaml"), help="YAML config file."),
     out: Path = typer.Option(Path("runs/default"), help="Run directory (resumed if it exists)."),
     set_: list[str] = typer.Option([], "--set", help="Override a field: section.key=value."),
+    rounds: int | None = typer.Option(None, help="Feedback→RM→PPO rounds (overrides config)."),
 ) -> None:
     """Run the cycle: generate → feedback → pairs → reward → ppo → evaluate → report."""
     from alignkit.cycle import run_cycle
 
     try:
         overrides = dict(_parse_override(s) for s in set_)
+        if rounds is not None:
+            overrides["rounds"] = rounds
         cfg = load_config(config, overrides)
     except ConfigError as e:
         _fail(str(e))

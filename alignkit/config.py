@@ -163,6 +163,11 @@ class RunConfig(Section):
     name: str = Field("alignkit", description="Run name shown in the report.")
     threads: int = Field(2, description="torch.set_num_threads; = cores, never more.")
     seed: int = Field(0, description="Global seed.")
+    rounds: int = Field(1, ge=1, description="Feedback → reward model → PPO rounds; each round "
+                        "ranks samples of the current policy, the known cure for reward hacking.")
+    target_gold: float | None = Field(
+        None, description="Stop after a round whose gold-judge goodness reaches this.")
+    patience: int = Field(2, ge=1, description="Stop after this many rounds without gold gain.")
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="Experiment trackers fed every PPO step; none by "
         "default so a run needs no account or server.",

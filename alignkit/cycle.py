@@ -34,6 +34,7 @@ from alignkit.safety.judges import JUDGES, get_judge
 from alignkit.tracking import check_trackers, make_trackers
 
 STAGES = ("generate", "feedback", "pairs", "reward", "ppo", "evaluate", "report")
+ROUND_STAGES = ("generate", "feedback", "pairs", "reward", "ppo")  # repeated each round
 # Config sections each stage depends on (its own and every upstream one).
 _INPUTS = {
     "generate": ("model", "data", "generate"),
@@ -75,6 +76,11 @@ class Cycle:
         self._policy: Policy | None = None
         self._stop_ids: list[int] = []
         self._rm: RewardModel | None = None
+        self.round = 0
+        self.stop_reason = "steps done"
+        self._guard_stop: str | None = None
+        self._round_pairs: dict[int, dict] = {}
+        self._policy_loaded_step = 0
 
     # --- lazily loaded models -------------------------------------------------------------
     @property
@@ -102,31 +108,81 @@ class Cycle:
 
     # --- the cycle ------------------------------------------------------------------------
     def run_all(self, stages: tuple[str, ...] = STAGES) -> str:
-        """Run every stage not yet done; returns 'done' or why it stopped early."""
+        """Run every stage not yet done, round after round; returns 'done' or why it paused."""
         self.run.config.write_text(yaml.safe_dump(self.cfg.model_dump(), sort_keys=False))
+        per_round = [s for s in stages if s in ROUND_STAGES]
+        for r in range(self.cfg.rounds):
+            self.round = r
+            for name in per_round:
+                outcome = self._run_stage(name, r)
+                if outcome != "done":
+                    return outcome
+            if "ppo" in per_round:
+                reason = self._close_round(r)
+                if reason:
+                    self.stop_reason = reason
+                    break
         for name in stages:
-            h = self.cfg.section_hash(*_INPUTS[name])
-            if self.run.is_done(name, h):
-                self.console.print(f"[dim]✓ {name}: done earlier with the same config, skipped")
-                continue
-            self.console.rule(f"[bold]{name}")
-            previous = self.run.stage(name)
-            resume = previous.get("config_hash") == h
-            self.run.mark(name, "running", h)
-            t0 = time.perf_counter()
-            try:
-                outcome = getattr(self, f"stage_{name}")(resume) or "done"
-            except BaseException as e:
-                self.run.mark(name, "failed", h, error=f"{type(e).__name__}: {e}"[:500])
-                raise
-            seconds = time.perf_counter() - t0 + (previous.get("seconds", 0.0) if resume else 0.0)
-            status = "done" if outcome in ("done", "steps done") else outcome
-            self.run.mark(name, status, h, seconds=seconds, outcome=outcome)
-            if status != "done":
-                self.console.print(f"[yellow]{name} stopped: {outcome}. Run the same command "
-                                   "again to resume.")
-                return outcome
+            if name not in ROUND_STAGES:
+                outcome = self._run_stage(name, None)
+                if outcome != "done":
+                    return outcome
         return "done"
+
+    def _run_stage(self, name: str, r: int | None) -> str:
+        key = name if not r else f"{name}@{r}"
+        h = self.cfg.section_hash(*_INPUTS[name]) + (f":r{r}" if r else "")
+        if name in ("evaluate", "report"):
+            h += f":rounds{self.cfg.rounds}"
+        if self.run.is_done(key, h):
+            self.console.print(f"[dim]✓ {key}: done earlier with the same config, skipped")
+            return "done"
+        self.console.rule(f"[bold]{key}" + (f"  (round {r + 1}/{self.cfg.rounds})"
+                                             if r is not None and self.cfg.rounds > 1 else ""))
+        previous = self.run.stage(key)
+        resume = previous.get("config_hash") == h
+        self.run.mark(key, "running", h)
+        t0 = time.perf_counter()
+        try:
+            outcome = getattr(self, f"stage_{name}")(resume) or "done"
+        except BaseException as e:
+            self.run.mark(key, "failed", h, error=f"{type(e).__name__}: {e}"[:500])
+            raise
+        seconds = time.perf_counter() - t0 + (previous.get("seconds", 0.0) if resume else 0.0)
+        status = "done" if outcome in ("done", "steps done") else outcome
+        self.run.mark(key, status, h, seconds=seconds, outcome=outcome)
+        if status != "done":
+            self.console.print(f"[yellow]{key} stopped: {outcome}. Run the same command "
+                               "again to resume.")
+        return status
+
+    def _close_round(self, r: int) -> str | None:
+        """Record the round (pairs added, RM accuracy on them, gold, proxy, KL); decide whether
+        to stop: target reached, KL budget spent, guard stop, no gain, or rounds exhausted."""
+        rows = _read_jsonl(self.run.metrics) if self.run.metrics.exists() else []
+        last = rows[-3:]
+        rounds = json.loads(self.run.rounds.read_text()) if self.run.rounds.exists() else []
+        rounds = [x for x in rounds if x["round"] < r]
+        entry = {"round": r, "steps": len(rows), **self._round_pairs.get(r, {}),
+                 "gold": _mean_key(last, "objective/gold"),
+                 "proxy": _mean_key(last, "objective/scores"),
+                 "kl": _mean_key(last, "objective/kl")}
+        rounds.append(entry)
+        write_json_atomic(self.run.rounds, rounds)
+        gold = entry["gold"]
+        if self._guard_stop:
+            return f"guard stop ({self._guard_stop})"
+        if self.cfg.target_gold is not None and gold is not None and gold >= self.cfg.target_gold:
+            return f"reward target reached (gold {gold:.3f} >= {self.cfg.target_gold})"
+        if entry["kl"] is not None and entry["kl"] >= self.cfg.guard.kl_budget:
+            return f"KL budget spent ({entry['kl']:.2f} >= {self.cfg.guard.kl_budget})"
+        golds = [x["gold"] for x in rounds if x["gold"] is not None]
+        p = self.cfg.patience
+        if len(golds) > p and max(golds[-p:]) <= max(golds[:-p]):
+            return f"no gold improvement for {p} rounds"
+        if r == self.cfg.rounds - 1:
+            return "rounds exhausted" if self.cfg.rounds > 1 else "steps done"
+        return None
 
     # --- generate -------------------------------------------------------------------------
     def _sample(self, prompts: list[str], batch_size: int, seed: int, reference: bool = False,
@@ -155,17 +211,23 @@ class Cycle:
                 bar.update(task, advance=len(chunk))
         return texts, gens
 
+    def _completions(self, r: int) -> Path:
+        return self.run.completions if r == 0 else self.run.path / f"completions_r{r}.jsonl"
+
     def stage_generate(self, resume: bool) -> str:
-        g = self.cfg.generate
-        rng = random.Random(self.cfg.seed)
+        """K completions per prompt from the *current* policy (the base in round 0)."""
+        g, r = self.cfg.generate, self.round
+        if r > 0:
+            self._load_trained_policy()
+        rng = random.Random(self.cfg.seed + 1000 * r)
         chosen = rng.sample(self.train_prompts, min(g.prompts, len(self.train_prompts)))
         flat = [p for p in chosen for _ in range(g.k)]
-        texts, _ = self._sample(flat, g.batch_size, self.cfg.seed, desc=f"{g.k} completions")
+        texts, _ = self._sample(flat, g.batch_size, self.cfg.seed + r, desc=f"{g.k} completions")
         records = [{"prompt": p, "completions": texts[i * g.k : (i + 1) * g.k]}
                    for i, p in enumerate(chosen)]
-        _jsonl(self.run.completions, records)
+        _jsonl(self._completions(r), records)
         self.console.print(f"{len(records)} prompts × {g.k} completions → "
-                           f"{self.run.completions.name}")
+                           f"{self._completions(r).name}")
         return "done"
 
     # --- feedback and pairs -----------------------------------------------------------------
@@ -176,19 +238,20 @@ class Cycle:
 
     def stage_feedback(self, resume: bool) -> str:
         f = self.cfg.feedback
+        r = self.round
         store = self._store()
-        if not resume or not store.items():
-            if not f.db:
+        if not resume or not store.items(round=r):
+            if r == 0 and not f.db:
                 store.reset()  # the run's own database: the completions may have changed
-            records = _read_jsonl(self.run.completions)
-            store.add_items([(r["prompt"], r["completions"]) for r in records], f.criterion,
-                            guideline=f.guideline)
+            records = _read_jsonl(self._completions(r))
+            store.add_items([(x["prompt"], x["completions"]) for x in records], f.criterion,
+                            round=r, guideline=f.guideline)
         if f.source == "simulated":
             from alignkit.feedback.simulate import simulate_feedback
 
             s = simulate_feedback(store, self.judge.goodness, n_labelers=f.labelers,
                                   overlap=f.overlap, target_agreement=f.target_agreement,
-                                  seed=f.seed)
+                                  seed=f.seed + r, round=r)
             self.console.print(f"simulated labelers ({f.labelers}, judge '{f.judge}' + noise "
                                f"σ={s.sigma:.2f}): {s.rankings} rankings, pairwise agreement "
                                f"{s.agreement:.2f} — these labels are SIMULATED, not human")
@@ -224,9 +287,21 @@ class Cycle:
     def stage_pairs(self, resume: bool) -> str:
         from alignkit.feedback.pairs import rankings_to_pairs
 
-        pairs = rankings_to_pairs(self._store())
+        store, r = self._store(), self.round
+        pairs = rankings_to_pairs(store)
         write_pairs_jsonl(pairs, self.run.pairs)
-        self.console.print(f"{len(pairs)} pairs → {self.run.pairs.name}")
+        new = rankings_to_pairs(store, round=r)
+        info: dict = {"pairs_added": len(new)}
+        if r > 0 and self.run.reward_model.exists():
+            # How well last round's RM ranks the new policy's samples: its drift.
+            from alignkit.reward.losses import pair_accuracy
+            from alignkit.reward.train import evaluate_pairs
+
+            c, rj = evaluate_pairs(self.reward_model, new)
+            info["rm_accuracy_new"] = pair_accuracy(c, rj) if c.numel() else None
+        self._round_pairs[r] = info
+        self.console.print(f"{len(pairs)} pairs ({len(new)} from this round) → "
+                           f"{self.run.pairs.name}")
         return "done"
 
     # --- reward model ----------------------------------------------------------------------
@@ -265,8 +340,9 @@ class Cycle:
 
     def stage_ppo(self, resume: bool) -> str:
         trainer = self._trainer()
-        if resume and trainer.load_checkpoint():
-            self.console.print(f"resuming PPO from step {trainer.step}")
+        if (resume or self.round > 0) and trainer.load_checkpoint():
+            self.console.print(f"continuing PPO from step {trainer.step}"
+                               if not resume else f"resuming PPO from step {trainer.step}")
         else:
             for stale in (self.run.metrics, self.run.samples):
                 stale.unlink(missing_ok=True)
@@ -274,7 +350,7 @@ class Cycle:
                 import shutil
 
                 shutil.rmtree(self.run.checkpoints)
-        total = self.cfg.ppo.steps
+        total = self.cfg.ppo.steps * (self.round + 1)
         tracker = make_trackers(self.cfg.report_to, self.run.path, self.cfg.model_dump(),
                                 resume_step=trainer.step)
 
@@ -286,14 +362,16 @@ class Cycle:
                 f"kl {s['objective/kl']:.2f}  β {s['kl_coef']:.3f}{gold}  "
                 f"len {s['response/length']:.1f}  {s['time/step']:.1f}s")
 
-        guard = self._guard(trainer, resume)
+        guard = self._guard(trainer, resume or self.round > 0)
         try:
-            outcome = trainer.train(on_step=show, guard=guard)
+            outcome = trainer.train(steps=total, on_step=show, guard=guard)
         finally:
             tracker.close()
         if outcome.startswith("guard:"):  # a guard stop finishes PPO; evaluation goes on
             self.console.print(f"PPO stopped by the guard: {outcome}", markup=False)
+            self._guard_stop = outcome
             outcome = "steps done"
+        self._policy_loaded_step = trainer.step
         if outcome == "steps done" and self.policy.use_lora:
             self.policy.lm.save_pretrained(self.run.policy)  # a PEFT adapter folder
         return outcome
@@ -316,17 +394,20 @@ class Cycle:
         return guard
 
     def _load_trained_policy(self) -> None:
+        """Put the latest PPO weights into the in-memory policy (no-op if already there)."""
         trainer = self._trainer()
-        if not trainer.load_checkpoint():
-            raise RuntimeError("evaluate: no PPO checkpoint in the run directory — run the "
-                               "ppo stage first")
+        pointer = self.run.checkpoints / "latest"
+        if not pointer.exists():
+            raise RuntimeError("no PPO checkpoint in the run directory — run the ppo stage")
+        step = int(pointer.read_text().strip().removeprefix("step_"))
+        if self._policy_loaded_step != step:
+            trainer.load_checkpoint(keep_logs=True)
+            self._policy_loaded_step = step
 
     # --- evaluate ---------------------------------------------------------------------------
     def stage_evaluate(self, resume: bool) -> str:
         e = self.cfg.evaluate
-        if self._policy is None or not self.run.is_done(
-                "ppo", self.cfg.section_hash(*_INPUTS["ppo"])) or resume:
-            self._load_trained_policy()
+        self._load_trained_policy()
         prompts = [p for p in self.eval_prompts for _ in range(e.samples_per_prompt)]
         # The same seed before and after: common random numbers sharpen the paired test.
         before, gens_b = self._sample(prompts, e.batch_size, e.seed, reference=True,
@@ -404,6 +485,7 @@ class Cycle:
     # --- report -----------------------------------------------------------------------------
     def stage_report(self, resume: bool) -> str:
         report = build_report(self.run, self.cfg)
+        report["run"]["stop_reason"] = self.stop_reason
         write_json_atomic(self.run.report_json, report)
         try:
             from alignkit.evaluate.report import write_report
@@ -450,6 +532,8 @@ def build_report(run: RunDir, cfg: RunConfig) -> dict:
         out["evaluation"] = json.loads(run.evaluation.read_text())
     if run.guard.exists():
         out["guard"] = json.loads(run.guard.read_text())
+    if run.rounds.exists():
+        out["rounds"] = json.loads(run.rounds.read_text())
     return out
 
 

@@ -36,6 +36,7 @@ class RunDir:
     samples = property(lambda self: self.path / "samples.jsonl")
     checkpoints = property(lambda self: self.path / "checkpoints")
     policy = property(lambda self: self.path / "policy")
+    rounds = property(lambda self: self.path / "rounds.json")
     guard = property(lambda self: self.path / "guard.json")
     eval_samples = property(lambda self: self.path / "eval_samples.jsonl")
     evaluation = property(lambda self: self.path / "evaluation.json")

@@ -166,3 +166,20 @@ def test_human_feedback_pauses_then_resumes(tmp_path):
     assert {p.source for p in pairs} == {"human"}
     assert all(p.chosen == next(i for i in items if i.prompt == p.prompt).completions[0].text
                for p in pairs)
+
+
+def test_rounds_feed_new_policy_samples_back(tmp_path):
+    cfg = load_config(ROOT / "configs/tiny.yaml", {
+        "rounds": 2, "generate.prompts": 8, "ppo.steps": 2, "guard.enabled": False,
+        "evaluate.samples_per_prompt": 1, "data.eval_prompts": 8})
+    assert run_cycle(cfg, tmp_path) == "done"
+    rounds = json.loads((tmp_path / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert all(r["pairs_added"] > 0 for r in rounds)
+    assert 0.0 <= rounds[1]["rm_accuracy_new"] <= 1.0  # last round's RM on new samples
+    assert [r["steps"] for r in rounds] == [2, 4]  # PPO continues, it does not restart
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["run"]["stop_reason"] == "rounds exhausted"
+    assert len(report["rounds"]) == 2
+    pairs = (tmp_path / "pairs.jsonl").read_text().splitlines()
+    assert len(pairs) == sum(r["pairs_added"] for r in rounds)

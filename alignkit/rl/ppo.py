@@ -251,8 +251,9 @@ class PPOTrainer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def load_checkpoint(self, path: Path | None = None) -> bool:
-        """Restore the latest checkpoint (if any); logs are cut back to match it."""
+    def load_checkpoint(self, path: Path | None = None, keep_logs: bool = False) -> bool:
+        """Restore the latest checkpoint (if any); logs are cut back to match it unless
+        ``keep_logs`` (loading a finished run's weights, not resuming it)."""
         if path is None:
             pointer = self.ckpt_dir / "latest"
             if not pointer.exists():
@@ -266,8 +267,9 @@ class PPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.step = state["step"]
-        _truncate_lines(self.metrics_path, state["metrics_lines"])
-        _truncate_lines(self.samples_path, state["samples_lines"])
+        if not keep_logs:
+            _truncate_lines(self.metrics_path, state["metrics_lines"])
+            _truncate_lines(self.samples_path, state["samples_lines"])
         return True
 
 
