@@ -91,3 +91,30 @@ def test_ray_ppo_learns_with_two_workers_and_survives_a_killed_worker(tmp_path):
     assert ray_home.exists() == had_ray_home
     assert not (ray_home / "auth_token").exists() or had_ray_home
     assert set(glob.glob("/tmp/alignkit-ray-*")) == before_tmp
+
+
+def test_ray_on_policy_separate_placement_reproduces_local(tmp_path):
+    """Lag 0, one worker, reward model in its own actor: the numbers of the local trainer
+    (known answer: the local run), through real actors and the object store."""
+    steps = 3
+    spec = _spec(steps)
+    tok, policy, stop = build_policy(spec)
+    PPOTrainer(policy, tok, PROMPTS, spec.scorer(tok), spec.ppo, spec.generate,
+               tmp_path / "local", stop).train()
+    want = [json.loads(x) for x in (tmp_path / "local" / "metrics.jsonl").read_text().splitlines()]
+
+    cfg = DistributedConfig(backend="ray", num_cpus=2, num_rollout_workers=1,
+                            max_weight_lag=0, placement="separate", learner_cpus=1)
+    with ray_session(cfg):
+        runner = RayPPO(spec, PROMPTS, tmp_path / "ray", cfg)
+        assert runner.train() == "steps done"
+        runner.shutdown()
+    got = [json.loads(x) for x in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
+    assert len(got) == steps and set(got[0]) == set(want[0])
+    for g, w in zip(got, want, strict=True):
+        for k in w:
+            if not k.startswith("time/"):
+                assert g[k] == pytest.approx(w[k], rel=1e-4, abs=1e-5), (g["step"], k)
+    dist = [json.loads(x) for x in (tmp_path / "ray" / "distributed.jsonl").read_text()
+            .splitlines()]
+    assert [d["weight_versions"] for d in dist] == [[0], [1], [2]]  # always the newest

@@ -39,6 +39,7 @@ from alignkit.distributed.workers import (
 from alignkit.rl.ppo import StopRequest
 
 _SHARD_SEED_STRIDE = 1_000_003  # shard k of step s samples with key s + k·stride
+_FORWARDED_ENV = ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "ALIGNKIT_CACHE", "HF_HOME")
 
 
 def _ray():
@@ -133,17 +134,20 @@ class RayPPO:
         self.spec, self.cfg, self.out_dir = spec, cfg, Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         threads = max(1, int(cfg.worker_cpus))
+        # Actors on other nodes do not inherit this shell: pass on what loading needs.
+        env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+        opts = {"runtime_env": {"env_vars": env}} if env else {}
         separate = cfg.placement == "separate"
         learner_res = ({"num_cpus": cfg.learner_cpus, "num_gpus": cfg.learner_gpus} if separate
                        else {"num_cpus": 0})
         spec_l = _with_threads(spec, max(1, int(cfg.learner_cpus)) if separate else threads)
-        self.learner = ray.remote(Learner).options(**learner_res).remote(
+        self.learner = ray.remote(Learner).options(**learner_res, **opts).remote(
             spec_l, prompts, str(self.out_dir))
-        self.scorer = (ray.remote(RemoteScorer).options(num_cpus=0).remote(_with_threads(
+        self.scorer = (ray.remote(RemoteScorer).options(num_cpus=0, **opts).remote(_with_threads(
             spec, 1)) if separate else None)
         self._worker_cls = ray.remote(RolloutWorker).options(
             num_cpus=cfg.worker_cpus, num_gpus=cfg.worker_gpus, max_restarts=cfg.max_restarts,
-            max_task_retries=0)
+            max_task_retries=0, **opts)
         spec_w = _with_threads(spec, threads)
         self.workers = [self._worker_cls.remote(spec_w, self.scorer)
                         for _ in range(cfg.num_rollout_workers)]
