@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray")
 
 from alignkit.config import GenerateConfig, ModelConfig, PPOConfig  # noqa: E402
 from alignkit.distributed.config import DistributedConfig  # noqa: E402
-from alignkit.distributed.runner import RayPPO, ray_session  # noqa: E402
+from alignkit.distributed.runner import RayPPO, ray_session, train_on_ray  # noqa: E402
 from alignkit.distributed.workers import WorkerSpec, build_policy  # noqa: E402
 from alignkit.models.loading import TINY  # noqa: E402
 from alignkit.rl.ppo import PPOTrainer  # noqa: E402
@@ -93,7 +93,8 @@ def test_ray_ppo_learns_with_two_workers_and_survives_a_killed_worker(tmp_path):
     assert set(glob.glob("/tmp/alignkit-ray-*")) == before_tmp
 
 
-def test_ray_on_policy_separate_placement_reproduces_local(tmp_path):
+@pytest.mark.slow
+def test_ray_on_policy_reproduces_local_and_resumes_a_local_checkpoint(tmp_path):
     """Lag 0, one worker, reward model in its own actor: the numbers of the local trainer
     (known answer: the local run), through real actors and the object store."""
     steps = 3
@@ -105,10 +106,26 @@ def test_ray_on_policy_separate_placement_reproduces_local(tmp_path):
 
     cfg = DistributedConfig(backend="ray", num_cpus=2, num_rollout_workers=1,
                             max_weight_lag=0, placement="separate", learner_cpus=1)
+    # and a run checkpointed by the local backend after 2 steps resumes on Ray for step 3
+    spec2 = _spec(2)
+    tok, policy, stop = build_policy(spec2)
+    PPOTrainer(policy, tok, PROMPTS, spec2.scorer(tok), spec2.ppo, spec2.generate,
+               tmp_path / "resumed", stop).train()
+    started: list[int] = []
     with ray_session(cfg):
         runner = RayPPO(spec, PROMPTS, tmp_path / "ray", cfg)
         assert runner.train() == "steps done"
         runner.shutdown()
+        outcome, final = train_on_ray(spec, PROMPTS, tmp_path / "resumed",
+                                      cfg.model_copy(update={"placement": "colocated"}),
+                                      resume=True, on_start=started.append)
+    assert outcome == "steps done" and started == [2] and any("lora_" in k for k in final)
+    resumed = [json.loads(x) for x in
+               (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == [1, 2, 3]
+    for k in want[2]:
+        if not k.startswith("time/"):
+            assert resumed[2][k] == pytest.approx(want[2][k], rel=1e-4, abs=1e-5), k
     got = [json.loads(x) for x in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
     assert len(got) == steps and set(got[0]) == set(want[0])
     for g, w in zip(got, want, strict=True):

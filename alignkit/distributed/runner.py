@@ -157,9 +157,14 @@ class RayPPO:
 
     # --- state ------------------------------------------------------------------------------
     def load_checkpoint(self) -> bool:
+        """Restore the learner's latest checkpoint (logs cut back to it, as locally)."""
         ray = _ray()
         ok = ray.get(self.learner.load_checkpoint.remote())
         self.step = ray.get(self.learner.state.remote())[0]
+        log = self.out_dir / "distributed.jsonl"
+        if log.exists():
+            kept = log.read_text().splitlines(keepends=True)[: self.step]
+            log.write_text("".join(kept))
         return ok
 
     def adapter_state(self) -> dict:
@@ -302,6 +307,32 @@ class RayPPO:
         for actor in [*self.workers, self.learner, self.scorer]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
+
+
+def train_on_ray(spec: WorkerSpec, prompts: list[str], out_dir: str | Path,
+                 cfg: DistributedConfig, resume: bool,
+                 on_start: Callable[[int], None] | None = None,
+                 on_step: Callable[[dict], None] | None = None) -> tuple[str, dict]:
+    """The whole PPO stage on Ray, for the cycle: join or start the cluster, resume from
+    the run's checkpoint (``resume``) or clear stale logs, train, stop the actors.
+
+    ``on_start(step)`` runs once the starting step is known (trackers resume there).
+    Returns (outcome, the learner's final adapter + value-head weights).
+    """
+    out = Path(out_dir)
+    with ray_session(cfg):
+        runner = RayPPO(spec, prompts, out, cfg)
+        try:
+            if not (resume and runner.load_checkpoint()):
+                for stale in ("metrics.jsonl", "samples.jsonl", "distributed.jsonl"):
+                    (out / stale).unlink(missing_ok=True)
+                shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            if on_start:
+                on_start(runner.step)
+            outcome = runner.train(on_step=on_step)
+            return outcome, runner.adapter_state()
+        finally:
+            runner.shutdown()
 
 
 def _with_threads(spec: WorkerSpec, threads: int) -> WorkerSpec:
