@@ -312,11 +312,14 @@ class RayPPO:
 def train_on_ray(spec: WorkerSpec, prompts: list[str], out_dir: str | Path,
                  cfg: DistributedConfig, resume: bool,
                  on_start: Callable[[int], None] | None = None,
-                 on_step: Callable[[dict], None] | None = None) -> tuple[str, dict]:
+                 on_step: Callable[[dict], None] | None = None,
+                 steps: int | None = None) -> tuple[str, dict]:
     """The whole PPO stage on Ray, for the cycle: join or start the cluster, resume from
     the run's checkpoint (``resume``) or clear stale logs, train, stop the actors.
 
-    ``on_start(step)`` runs once the starting step is known (trackers resume there).
+    ``on_start(step)`` runs once the starting step is known (trackers resume there);
+    ``steps`` is the step count to reach (default ``spec.ppo.steps``; later rounds of the
+    cycle pass more and ``resume=True`` to continue from the checkpoint).
     Returns (outcome, the learner's final adapter + value-head weights).
     """
     out = Path(out_dir)
@@ -329,7 +332,7 @@ def train_on_ray(spec: WorkerSpec, prompts: list[str], out_dir: str | Path,
                 shutil.rmtree(out / "checkpoints", ignore_errors=True)
             if on_start:
                 on_start(runner.step)
-            outcome = runner.train(on_step=on_step)
+            outcome = runner.train(steps, on_step=on_step)
             return outcome, runner.adapter_state()
         finally:
             runner.shutdown()
