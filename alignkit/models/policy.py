@@ -120,3 +120,112 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0,
         with torch.no_grad():
             entropy = lse - (torch.softmax(z, dim=-1) * z).sum(-1)
     return logp, entropy
+
+
+# --- the LM head fused with the log-prob ----------------------------------------------------
+# Rows of hidden states per chunk: a [64, 49k] fp32 block is 12.6 MB, small enough for the
+# allocator to serve from its heap (no fresh pages to fault in) and big enough for an
+# efficient matmul.
+_CHUNK_ROWS = 64
+_softmax_pool: dict[tuple, Tensor] = {}  # one reusable [N, V] softmax buffer per shape
+
+
+def _take_buffer(shape: tuple[int, int], dtype: torch.dtype) -> Tensor:
+    """A [N, V] buffer, reused between iterations: a fresh 100 MB tensor costs ~25k page
+    faults (≈ 0.1 s on this CPU) every time it is allocated."""
+    buf = _softmax_pool.pop((shape, dtype), None)
+    return buf if buf is not None else torch.empty(shape, dtype=dtype)
+
+
+class _HeadLogprob(torch.autograd.Function):
+    """log softmax(h Wᵀ + b)[token] and the entropy, without a [N, V] tensor in the graph.
+
+    Forward, per chunk of rows: logits → log-softmax → gather; the softmax P is kept (in a
+    pooled buffer) only when W needs a gradient, and PW = P·W ([N, D], small) is kept for
+    the hidden-state gradient and gives the entropy for free:
+    H = lse − Σ_v p_v z_v = lse − h·PW − p·b.
+    Backward needs no elementwise pass over [N, V]:
+    ∂/∂h = g (W_tok − PW),  ∂/∂W = scatter_tok(g h) − Pᵀ (g h),  ∂/∂b = scatter_tok(g) − Pᵀ g.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, tokens: Tensor,
+                want_entropy: bool) -> tuple[Tensor, Tensor]:
+        N, V = hidden.size(0), weight.size(0)
+        need_h = ctx.needs_input_grad[0]
+        need_w = ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2])
+        logp = hidden.new_empty(N)
+        pw = hidden.new_empty(N, weight.size(1)) if (need_h or want_entropy) else None
+        p_all = _take_buffer((N, V), hidden.dtype) if need_w else None
+        pb = hidden.new_empty(N) if (want_entropy and bias is not None) else None
+        wt = weight.t()
+        for i in range(0, N, _CHUNK_ROWS):
+            j = min(i + _CHUNK_ROWS, N)
+            z = hidden[i:j] @ wt if bias is None else torch.addmm(bias, hidden[i:j], wt)
+            ls = torch.log_softmax(z, dim=-1)
+            del z
+            logp[i:j] = ls.gather(1, tokens[i:j, None]).squeeze(1)
+            if pw is None and p_all is None:
+                continue
+            p = ls.exp_() if p_all is None else torch.exp(ls, out=p_all[i:j])
+            if pw is not None:
+                torch.mm(p, weight, out=pw[i:j])
+            if pb is not None:
+                torch.mv(p, bias, out=pb[i:j])
+        entropy = None
+        if want_entropy:
+            z_tok = (hidden * weight[tokens]).sum(-1)
+            if bias is not None:
+                z_tok = z_tok + bias[tokens]
+            entropy = (z_tok - logp) - (hidden * pw).sum(-1)  # lse − Σ p z
+            if pb is not None:
+                entropy = entropy - pb
+        else:
+            entropy = logp.new_zeros(0)
+        ctx.mark_non_differentiable(entropy)
+        ctx.save_for_backward(hidden, weight, tokens)
+        ctx.pw, ctx.p_all, ctx.has_bias = pw, p_all, bias is not None
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, g: Tensor, _g_entropy: Tensor):
+        hidden, weight, tokens = ctx.saved_tensors
+        d_h = d_w = d_b = None
+        if ctx.needs_input_grad[0]:
+            d_h = g[:, None] * (weight[tokens] - ctx.pw)
+        need_w = ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2])
+        if need_w:
+            p_all = ctx.p_all
+            if p_all is None:
+                raise RuntimeError("head log-prob: backward ran twice over one graph; "
+                                   "call backward once (no retain_graph) per forward")
+            gh = g[:, None] * hidden
+            if ctx.needs_input_grad[1]:
+                d_w = torch.mm(p_all.t(), gh).neg_().index_add_(0, tokens, gh)
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                d_b = torch.mv(p_all.t(), g).neg_().index_add_(0, tokens, g)
+            ctx.p_all = None
+            _softmax_pool[(tuple(p_all.shape), p_all.dtype)] = p_all
+        return d_h, d_w, d_b, None, None
+
+
+def head_logprobs(head: nn.Module, hidden: Tensor, tokens: Tensor, temperature: float = 1.0,
+                  with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Log-probs (at temperature τ) of ``tokens`` [N] under ``head`` applied to ``hidden``
+    [N, D], and the entropies (no gradient) — without keeping [N, vocab] logits for backward.
+
+    A plain ``nn.Linear`` head (GPT-2, Llama, SmolLM2; PEFT's all-linear leaves it alone)
+    takes the fused path; any other head falls back to logits + ``token_logprobs``.
+    """
+    if type(head) is not nn.Linear or hidden.dtype != head.weight.dtype:
+        return token_logprobs(head(hidden), tokens, temperature, with_entropy)
+    weight, bias = head.weight, head.bias
+    if not torch.is_grad_enabled():  # no graph: keep no softmax buffer for a backward
+        hidden, weight = hidden.detach(), weight.detach()
+        bias = None if bias is None else bias.detach()
+    if temperature != 1.0:  # z/τ = (h/τ)Wᵀ + b/τ: scale the [N, D] side, not the logits
+        hidden = hidden / temperature
+        bias = None if bias is None else bias / temperature
+    logp, entropy = _HeadLogprob.apply(hidden.contiguous(), weight, bias, tokens.contiguous(),
+                                       with_entropy)
+    return logp, (entropy if with_entropy else None)

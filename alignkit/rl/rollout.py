@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from alignkit.generation import Generation
-from alignkit.models.policy import Policy, token_logprobs
+from alignkit.models.policy import Policy, head_logprobs
 
 # (prompts, response texts, generation) -> one score per response
 Scorer = Callable[[list[str], list[str], Generation], Tensor]
@@ -45,16 +45,26 @@ def response_forward(policy: Policy, query_ids: Tensor, query_mask: Tensor,
                      response_ids: Tensor, response_mask: Tensor, temperature: float,
                      reference: bool = False, with_values: bool = True
                      ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Log-probs, entropies and values at response positions only.
+    """Log-probs, entropies and values at response positions only ([B, T] each).
 
-    The LM head (49k-wide for SmolLM2) runs on the T response positions instead of all
-    P + T: prompt logits are never needed.
+    The LM head (49k-wide for SmolLM2) runs only on the response positions inside the
+    mask (after the first stop token nothing is needed), through the fused head log-prob,
+    so no [B, T, vocab] logits live for backward. Log-probs and entropies are 0 outside
+    the mask.
     """
     ids = torch.cat([query_ids, response_ids], 1)
     mask = torch.cat([query_mask, response_mask.to(query_mask.dtype)], 1)
     P, T = query_ids.size(1), response_ids.size(1)
     hidden = policy.hidden_states(ids, mask, reference=reference)[:, P - 1 : P - 1 + T]
-    logits = policy.head(reference)(hidden)
-    logp, entropy = token_logprobs(logits, response_ids, temperature, with_entropy=not reference)
+    flat = hidden.reshape(-1, hidden.size(-1))
+    keep = response_mask.reshape(-1) > 0
+    rows = keep.nonzero().squeeze(1)
+    lp, ent = head_logprobs(policy.head(reference), flat.index_select(0, rows),
+                            response_ids.reshape(-1).index_select(0, rows), temperature,
+                            with_entropy=not reference)
+    logp = lp.new_zeros(keep.numel()).index_copy(0, rows, lp).view_as(response_mask)
+    entropy = None
+    if ent is not None:
+        entropy = ent.new_zeros(keep.numel()).index_copy(0, rows, ent).view_as(response_mask)
     values = policy.values(hidden) if with_values else None
     return logp, entropy, values

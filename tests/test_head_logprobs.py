@@ -1,0 +1,67 @@
+"""The fused head log-prob equals log-softmax + gather (values, entropies, gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from alignkit.models.policy import head_logprobs
+
+
+def _reference(head: nn.Linear, h: torch.Tensor, tok: torch.Tensor, tau: float):
+    ls = torch.log_softmax(head(h) / tau, dim=-1)
+    return ls.gather(1, tok[:, None]).squeeze(1), -(ls.exp() * ls).sum(-1)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("tau", [1.0, 0.7])
+def test_fused_head_matches_log_softmax_in_float64(bias: bool, tau: float) -> None:
+    torch.manual_seed(0)
+    N, D, V = 150, 8, 300  # N spans several row chunks
+    head = nn.Linear(D, V, bias=bias).double()
+    with torch.no_grad():
+        head.weight.mul_(5)  # peaked distributions
+    h = torch.randn(N, D, dtype=torch.float64, requires_grad=True)
+    tok = torch.randint(0, V, (N,))
+    g = torch.randn(N, dtype=torch.float64)
+
+    lp, ent = head_logprobs(head, h, tok, tau, with_entropy=True)
+    (lp * g).sum().backward()
+    got = [h.grad.clone()] + [p.grad.clone() for p in head.parameters()]
+    h.grad = None
+    head.zero_grad()
+    lp_ref, ent_ref = _reference(head, h, tok, tau)
+    (lp_ref * g).sum().backward()
+    want = [h.grad] + [p.grad for p in head.parameters()]
+
+    torch.testing.assert_close(lp, lp_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ent, ent_ref, rtol=0, atol=1e-12)
+    assert not ent.requires_grad
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_frozen_head_and_no_grad_paths() -> None:
+    torch.manual_seed(1)
+    head = nn.Linear(4, 50, bias=False).double().requires_grad_(False)
+    h = torch.randn(70, 4, dtype=torch.float64, requires_grad=True)
+    tok = torch.randint(0, 50, (70,))
+    lp, ent = head_logprobs(head, h, tok, with_entropy=False)
+    assert ent is None
+    lp.sum().backward()  # only the hidden states get a gradient
+    h2 = h.detach().clone().requires_grad_(True)
+    _reference(head, h2, tok, 1.0)[0].sum().backward()
+    torch.testing.assert_close(h.grad, h2.grad, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        lp0, _ = head_logprobs(head, h, tok, with_entropy=False)
+    torch.testing.assert_close(lp0, lp.detach(), rtol=0, atol=0)
+
+
+def test_backward_twice_is_a_clear_error() -> None:
+    head = nn.Linear(4, 20).double()
+    h = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    lp, _ = head_logprobs(head, h, torch.zeros(5, dtype=torch.long), with_entropy=False)
+    lp.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        lp.sum().backward()
