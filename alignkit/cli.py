@@ -38,6 +38,8 @@ def run(
     out: Path = typer.Option(Path("runs/default"), help="Run directory (resumed if it exists)."),
     set_: list[str] = typer.Option([], "--set", help="Override a field: section.key=value."),
     rounds: int | None = typer.Option(None, help="Feedback→RM→PPO rounds (overrides config)."),
+    ray_address: str | None = typer.Option(
+        None, help="Run PPO on this Ray cluster ('auto' = the local `ray start` one)."),
 ) -> None:
     """Run the cycle: generate → feedback → pairs → reward → ppo → evaluate → report."""
     from alignkit.cycle import run_cycle
@@ -46,6 +48,8 @@ def run(
         overrides = dict(_parse_override(s) for s in set_)
         if rounds is not None:
             overrides["rounds"] = rounds
+        if ray_address is not None:
+            overrides.update({"distributed.backend": "ray", "distributed.ray_address": ray_address})
         cfg = load_config(config, overrides)
     except ConfigError as e:
         _fail(str(e))

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from alignkit.distributed.config import DistributedConfig
 from alignkit.guard.config import GuardConfig
 
 
@@ -181,6 +182,10 @@ class RunConfig(Section):
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig,
                                description="Reward-hacking detectors and their actions in PPO.")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig,
+        description="Where PPO runs: in this process, or on Ray rollout workers + a learner. "
+        "Not part of any stage hash: it changes where work runs, not what is computed.")
 
     def section_hash(self, *names: str) -> str:
         """Hash of the named sections, so a stage reruns only when its inputs changed."""

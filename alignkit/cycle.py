@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +29,6 @@ from alignkit.models.policy import Policy
 from alignkit.reward.model import RewardModel, load_backbone
 from alignkit.reward.train import train_reward_model
 from alignkit.rl.ppo import PPOTrainer
-from alignkit.rl.rollout import Scorer
-from alignkit.rl.scorers import judge_scorer, token_share_scorer
 from alignkit.rundir import RunDir, write_json_atomic
 from alignkit.safety.judges import JUDGES, get_judge
 from alignkit.tracking import check_trackers, make_trackers
@@ -320,40 +320,18 @@ class Cycle:
         return "done"
 
     # --- PPO --------------------------------------------------------------------------------
-    def _scorer(self) -> Scorer:
-        kind = self.cfg.ppo.reward
-        if kind == "gold":
-            return judge_scorer(self.judge)
-        if kind == "synthetic":
-            return token_share_scorer(torch.arange(0, len(self.tokenizer), 2))
-        rm = self.reward_model
+    def _scorer_spec(self):
+        from alignkit.distributed.workers import ScorerSpec
 
-        def score(prompts: list[str], texts: list[str], gen: Generation) -> torch.Tensor:
-            return rm.score(prompts, texts)
-
-        return score
+        return ScorerSpec(self.cfg.ppo.reward, self.cfg.feedback.judge, str(self.run.reward_model))
 
     def _trainer(self) -> PPOTrainer:
-        return PPOTrainer(self.policy, self.tokenizer, self.train_prompts, self._scorer(),
-                          self.cfg.ppo, self.cfg.generate, self.run.path, self._stop_ids,
-                          self.cfg.data.chat_template, gold=self.judge.goodness)
+        return PPOTrainer(self.policy, self.tokenizer, self.train_prompts,
+                          self._scorer_spec()(self.tokenizer), self.cfg.ppo, self.cfg.generate,
+                          self.run.path, self._stop_ids, self.cfg.data.chat_template,
+                          gold=self.judge.goodness)
 
-    def stage_ppo(self, resume: bool) -> str:
-        trainer = self._trainer()
-        if (resume or self.round > 0) and trainer.load_checkpoint():
-            self.console.print(f"continuing PPO from step {trainer.step}"
-                               if not resume else f"resuming PPO from step {trainer.step}")
-        else:
-            for stale in (self.run.metrics, self.run.samples):
-                stale.unlink(missing_ok=True)
-            if self.run.checkpoints.exists():
-                import shutil
-
-                shutil.rmtree(self.run.checkpoints)
-        total = self.cfg.ppo.steps * (self.round + 1)
-        tracker = make_trackers(self.cfg.report_to, self.run.path, self.cfg.model_dump(),
-                                resume_step=trainer.step)
-
+    def _step_printer(self, total: int, tracker) -> Callable[[dict], None]:
         def show(s: dict) -> None:
             tracker.log(s, step=s["step"])
             gold = f"  gold {s['objective/gold']:.3f}" if "objective/gold" in s else ""
@@ -362,9 +340,33 @@ class Cycle:
                 f"kl {s['objective/kl']:.2f}  β {s['kl_coef']:.3f}{gold}  "
                 f"len {s['response/length']:.1f}  {s['time/step']:.1f}s")
 
+        return show
+
+    def stage_ppo(self, resume: bool) -> str:
+        total = self.cfg.ppo.steps * (self.round + 1)
+        if self.cfg.distributed.backend == "ray":
+            outcome = self._ppo_on_ray(resume, total)
+        else:
+            outcome = self._ppo_local(resume, total)
+        if outcome == "steps done" and self.policy.use_lora:
+            self.policy.lm.save_pretrained(self.run.policy)  # a PEFT adapter folder
+        return outcome
+
+    def _ppo_local(self, resume: bool, total: int) -> str:
+        trainer = self._trainer()
+        if (resume or self.round > 0) and trainer.load_checkpoint():
+            self.console.print(f"continuing PPO from step {trainer.step}"
+                               if not resume else f"resuming PPO from step {trainer.step}")
+        else:
+            for stale in (self.run.metrics, self.run.samples):
+                stale.unlink(missing_ok=True)
+            shutil.rmtree(self.run.checkpoints, ignore_errors=True)
+        tracker = make_trackers(self.cfg.report_to, self.run.path, self.cfg.model_dump(),
+                                resume_step=trainer.step)
         guard = self._guard(trainer, resume or self.round > 0)
         try:
-            outcome = trainer.train(steps=total, on_step=show, guard=guard)
+            outcome = trainer.train(steps=total, on_step=self._step_printer(total, tracker),
+                                    guard=guard)
         finally:
             tracker.close()
         if outcome.startswith("guard:"):  # a guard stop finishes PPO; evaluation goes on
@@ -372,8 +374,38 @@ class Cycle:
             self._guard_stop = outcome
             outcome = "steps done"
         self._policy_loaded_step = trainer.step
-        if outcome == "steps done" and self.policy.use_lora:
-            self.policy.lm.save_pretrained(self.run.policy)  # a PEFT adapter folder
+        return outcome
+
+    def _ppo_on_ray(self, resume: bool, total: int) -> str:
+        """The same PPO on Ray rollout workers and a learner actor (alignkit.distributed)."""
+        from alignkit.distributed.runner import train_on_ray
+        from alignkit.distributed.workers import WorkerSpec
+
+        c = self.cfg
+        if c.guard.enabled:
+            raise RuntimeError("guard.enabled: the guard does not run on distributed.backend "
+                               "ray yet — set guard.enabled=false or distributed.backend=local")
+        spec = WorkerSpec(model=c.model, ppo=c.ppo, generate=c.generate,
+                          scorer=self._scorer_spec(), gold_judge=c.feedback.judge, seed=c.seed,
+                          chat_template=c.data.chat_template)
+        trackers: list = []
+
+        def start(step: int) -> None:
+            trackers.append(make_trackers(c.report_to, self.run.path, c.model_dump(),
+                                          resume_step=step))
+
+        def show(s: dict) -> None:
+            self._step_printer(total, trackers[0])(s)
+
+        try:
+            outcome, weights = train_on_ray(spec, self.train_prompts, self.run.path,
+                                            c.distributed, resume or self.round > 0,
+                                            on_start=start, on_step=show, steps=total)
+        finally:
+            for t in trackers:
+                t.close()
+        self.policy.load_state_dict(weights, strict=False)
+        self._policy_loaded_step = total if outcome == "steps done" else -1
         return outcome
 
     def _guard(self, trainer: PPOTrainer, resume: bool):

@@ -183,3 +183,18 @@ def test_rounds_feed_new_policy_samples_back(tmp_path):
     assert len(report["rounds"]) == 2
     pairs = (tmp_path / "pairs.jsonl").read_text().splitlines()
     assert len(pairs) == sum(r["pairs_added"] for r in rounds)
+
+
+@pytest.mark.slow
+def test_cycle_runs_ppo_on_ray(tmp_path):
+    pytest.importorskip("ray")
+    cfg = load_config(ROOT / "configs/tiny.yaml", {
+        "distributed.backend": "ray", "distributed.num_rollout_workers": 2,
+        "distributed.num_cpus": 2, "guard.enabled": False, "ppo.steps": 3,
+        "generate.prompts": 8, "data.eval_prompts": 8})
+    assert run_cycle(cfg, tmp_path) == "done"
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert (tmp_path / "distributed.jsonl").exists()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ppo"]["iterations"] == 3 and "after" in report["evaluation"]
