@@ -88,6 +88,18 @@ class FeedbackConfig(Section):
         description="Guideline text shown to labelers.",
     )
     seed: int = Field(0, description="Seed of the simulated labelers.")
+    constitution: str | None = Field(
+        None, description="Constitution YAML for AI feedback; None = constitutions/default.yaml.")
+    ai_principles: int = Field(4, description="Principles each AI comparison is asked under "
+                               "(an ensemble: one principle's wording biases the answer).")
+    ai_soft_labels: bool = Field(True, description="AI pairs keep the labeler's soft margin "
+                                 "instead of votes aggregated from its ranking.")
+    filter_judge: str | None = Field(
+        None, description="Judge that drops pairs whose *chosen* side it flags as harmful "
+        "(red-team filter); None = off.")
+    filter_threshold: float = Field(0.5, description="Harm score at which the filter flags.")
+    filter_action: Literal["drop", "flag"] = Field(
+        "drop", description="Drop flagged pairs, or keep them and only report.")
     host: str = Field("127.0.0.1", description="Where the labeling app listens (source: human); "
                       "loopback by default, set 0.0.0.0 to reach labelers on your network.")
     port: int = Field(8000, description="Port of the labeling app (source: human).")

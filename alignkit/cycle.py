@@ -258,8 +258,26 @@ class Cycle:
             return "done"
         if f.source == "human":
             return self._wait_for_humans(store)
-        raise NotImplementedError("feedback.source 'ai' is not wired into the cycle yet — use "
-                                  "'simulated' or 'human'")
+        return self._ai_feedback(store)
+
+    def _ai_feedback(self, store) -> str:
+        """RLAIF: the policy (current weights) ranks the items as a log-prob labeler."""
+        from alignkit.safety.ai_feedback import ai_feedback
+        from alignkit.safety.constitution import load_constitution
+
+        f = self.cfg.feedback
+        with self.policy.merged():
+            s = ai_feedback(store, self.policy.lm, self.tokenizer,
+                            load_constitution(f.constitution), principles_per_pair=f.ai_principles,
+                            round=self.round, goodness=self.judge.goodness, seed=f.seed)
+        write_pairs_jsonl(s.pairs, self.run.ai_pairs)
+        write_json_atomic(self.run.ai_feedback, {
+            "labeler": s.labeler, "rankings": s.rankings, "gold_agreement": s.gold,
+            "principles": s.principles})
+        self.console.print(f"AI labeler: {s.rankings} rankings, agreement with the gold judge "
+                           f"{s.gold['agreement']:.2f} on {s.gold['pairs']} pairs — AI labels, "
+                           "not human")
+        return "done"
 
     def _wait_for_humans(self, store) -> str:
         """Serve the labeling app and block until every item has ``overlap`` rankings."""
@@ -287,8 +305,19 @@ class Cycle:
     def stage_pairs(self, resume: bool) -> str:
         from alignkit.feedback.pairs import rankings_to_pairs
 
-        store, r = self._store(), self.round
-        pairs = rankings_to_pairs(store)
+        store, r, f = self._store(), self.round, self.cfg.feedback
+        if f.source == "ai" and f.ai_soft_labels and self.run.ai_pairs.exists():
+            pairs = read_pairs_jsonl(self.run.ai_pairs)
+        else:
+            pairs = rankings_to_pairs(store)
+        if f.filter_judge:
+            from alignkit.safety.redteam import filter_pairs
+
+            pairs, rep = filter_pairs(pairs, get_judge(f.filter_judge), f.filter_threshold,
+                                      f.filter_action)
+            write_json_atomic(self.run.filter_report, rep.as_dict())
+            self.console.print(f"filter '{f.filter_judge}': {rep.removed} removed, "
+                               f"{rep.flagged} flagged of {rep.total} pairs")
         write_pairs_jsonl(pairs, self.run.pairs)
         new = rankings_to_pairs(store, round=r)
         info: dict = {"pairs_added": len(new)}
@@ -566,6 +595,12 @@ def build_report(run: RunDir, cfg: RunConfig) -> dict:
         out["guard"] = json.loads(run.guard.read_text())
     if run.rounds.exists():
         out["rounds"] = json.loads(run.rounds.read_text())
+    for key, path in (("ai_feedback", run.ai_feedback), ("filter", run.filter_report)):
+        if path.exists():
+            out[key] = json.loads(path.read_text())
+    redteam = run.path / "redteam" / "report.json"
+    if redteam.exists():
+        out["redteam"] = json.loads(redteam.read_text()).get("redteam")
     return out
 
 

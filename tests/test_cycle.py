@@ -120,7 +120,7 @@ def test_resume_gives_the_same_next_steps(tiny_tokenizer, tmp_path):
 def test_ctrl_c_checkpoints_and_run_resumes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "alignkit.cli", "run", "--config", "configs/tiny.yaml",
-           "--out", str(out), "--set", "ppo.steps=40"]
+           "--out", str(out), "--set", "ppo.steps=40", "--set", "guard.enabled=false"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
@@ -198,3 +198,19 @@ def test_cycle_runs_ppo_on_ray(tmp_path):
     assert (tmp_path / "distributed.jsonl").exists()
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ppo"]["iterations"] == 3 and "after" in report["evaluation"]
+
+
+def test_ai_feedback_and_filter_feed_the_reward_model(tmp_path):
+    cfg = load_config(ROOT / "configs/tiny.yaml", {
+        "feedback.source": "ai", "feedback.ai_principles": 2, "generate.prompts": 4,
+        "feedback.filter_judge": "profanity", "feedback.filter_threshold": 0.5})
+    assert run_cycle(cfg, tmp_path, stages=("generate", "feedback", "pairs", "reward")) == "done"
+    ai = json.loads((tmp_path / "ai_feedback.json").read_text())
+    assert ai["rankings"] == 4 and 0.0 <= ai["gold_agreement"]["agreement"] <= 1.0
+    pairs = [json.loads(x) for x in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and {p["source"] for p in pairs} == {"ai"}  # never reported as human
+    assert all(0.0 < p["margin"] <= 1.0 for p in pairs)  # soft labels
+    filt = json.loads((tmp_path / "filter_report.json").read_text())
+    assert filt["total"] == len(pairs) + filt["removed"]
+    assert json.loads((tmp_path / "reward_report.json").read_text())["sources"] == {
+        "ai": len(pairs)}
