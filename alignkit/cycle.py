@@ -24,6 +24,7 @@ from alignkit.data.prompts import load_prompts, split_prompts
 from alignkit.evaluate.metrics import bootstrap_mean_ci, distinct_n, paired_diff_ci
 from alignkit.feedback.pairs import read_pairs_jsonl, write_pairs_jsonl
 from alignkit.generation import Generation, encode_prompts, sample
+from alignkit.jsonl import read_jsonl, write_jsonl
 from alignkit.models.loading import load_causal_lm, load_tokenizer, set_threads, stop_token_ids
 from alignkit.models.policy import Policy
 from alignkit.reward.model import RewardModel, load_backbone
@@ -45,16 +46,6 @@ _INPUTS = {
     "evaluate": ("model", "data", "generate", "feedback", "reward", "ppo", "guard", "evaluate"),
     "report": ("model", "data", "generate", "feedback", "reward", "ppo", "guard", "evaluate"),
 }
-
-
-def _jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class Cycle:
@@ -159,7 +150,7 @@ class Cycle:
     def _close_round(self, r: int) -> str | None:
         """Record the round (pairs added, RM accuracy on them, gold, proxy, KL); decide whether
         to stop: target reached, KL budget spent, guard stop, no gain, or rounds exhausted."""
-        rows = _read_jsonl(self.run.metrics) if self.run.metrics.exists() else []
+        rows = read_jsonl(self.run.metrics) if self.run.metrics.exists() else []
         last = rows[-3:]
         rounds = json.loads(self.run.rounds.read_text()) if self.run.rounds.exists() else []
         rounds = [x for x in rounds if x["round"] < r]
@@ -225,7 +216,7 @@ class Cycle:
         texts, _ = self._sample(flat, g.batch_size, self.cfg.seed + r, desc=f"{g.k} completions")
         records = [{"prompt": p, "completions": texts[i * g.k : (i + 1) * g.k]}
                    for i, p in enumerate(chosen)]
-        _jsonl(self._completions(r), records)
+        write_jsonl(records, self._completions(r))
         self.console.print(f"{len(records)} prompts × {g.k} completions → "
                            f"{self._completions(r).name}")
         return "done"
@@ -243,7 +234,7 @@ class Cycle:
         if not resume or not store.items(round=r):
             if r == 0 and not f.db:
                 store.reset()  # the run's own database: the completions may have changed
-            records = _read_jsonl(self._completions(r))
+            records = read_jsonl(self._completions(r))
             store.add_items([(x["prompt"], x["completions"]) for x in records], f.criterion,
                             round=r, guideline=f.guideline)
         if f.source == "simulated":
@@ -516,10 +507,11 @@ class Cycle:
             {"prompt": prompts[i], "before": before[i], "after": after[i],
              "harm_before": float(harm_b[i]), "harm_after": float(harm_a[i])}
             for i in range(0, len(prompts), k)][: e.show_samples]
-        _jsonl(self.run.eval_samples, [
+        write_jsonl([
             {"prompt": p, "before": b, "after": a, "harm_before": float(hb),
              "harm_after": float(ha)}
-            for p, b, a, hb, ha in zip(prompts, before, after, harm_b, harm_a, strict=True)])
+            for p, b, a, hb, ha in zip(prompts, before, after, harm_b, harm_a, strict=True)],
+            self.run.eval_samples)
         write_json_atomic(self.run.evaluation, result)
         self.console.print(
             f"held-out {self.judge.name} harm: {result['before']['mean']:.3f} → "
@@ -576,7 +568,7 @@ def build_report(run: RunDir, cfg: RunConfig) -> dict:
     if run.reward_report.exists():
         out["reward_model"] = json.loads(run.reward_report.read_text())
     if run.metrics.exists():
-        rows = _read_jsonl(run.metrics)
+        rows = read_jsonl(run.metrics)
         if rows:
             times = [r["time/step"] for r in rows]
             out["ppo"] = {

@@ -12,7 +12,6 @@ need the caller to say who labelled them.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -22,39 +21,11 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from alignkit.feedback.pairs import Pair
+from alignkit.jsonl import read_jsonl, write_jsonl
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 COMPLETION_COLUMNS = ("prompt", "completion")
 SOURCES = ("human", "simulated", "ai")
-
-
-# --- JSONL ----------------------------------------------------------------------------------
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}) — one object per "
-                                 "line") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got "
-                                 f"{type(rec).__name__}")
-            records.append(rec)
-    return records
-
-
-def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
-    n = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            n += 1
-    return n
 
 
 # --- pairs ----------------------------------------------------------------------------------

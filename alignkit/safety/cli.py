@@ -61,6 +61,7 @@ def constitution_revise(
 ) -> None:
     """Answer red-team prompts, critique under random principles, revise (SL-CAI)."""
     from alignkit.feedback.pairs import write_pairs_jsonl
+    from alignkit.jsonl import write_jsonl
     from alignkit.safety.constitution import (
         LMGenerator,
         critique_and_revise,
@@ -68,7 +69,6 @@ def constitution_revise(
         revision_pairs,
         revisions_to_dicts,
         sft_records,
-        write_jsonl,
     )
     from alignkit.safety.redteam import load_target
 
@@ -204,7 +204,7 @@ def redteam_filter(
 ) -> None:
     """Drop or flag completions / pairs whose chosen side a judge flags, with reasons."""
     from alignkit.feedback.pairs import read_pairs_jsonl, write_pairs_jsonl
-    from alignkit.safety.constitution import write_jsonl
+    from alignkit.jsonl import write_jsonl
     from alignkit.safety.judges import get_judge
     from alignkit.safety.redteam import filter_completions, filter_pairs
 

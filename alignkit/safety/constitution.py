@@ -11,7 +11,6 @@ with a stub and runs with any causal LM through :class:`LMGenerator`.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -253,12 +252,6 @@ def revision_pairs(revisions: Sequence[Revision]) -> list[Pair]:
     """Preference pairs: the final revision is preferred over the original (source 'ai')."""
     return [Pair(prompt=r.prompt, chosen=r.final, rejected=r.original, margin=1.0,
                  source="ai", labelers=1) for r in revisions if r.changed]
-
-
-def write_jsonl(records: Sequence[dict], path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def revisions_to_dicts(revisions: Sequence[Revision]) -> list[dict]:
