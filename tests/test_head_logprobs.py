@@ -65,3 +65,17 @@ def test_backward_twice_is_a_clear_error() -> None:
     lp.sum().backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward ran twice"):
         lp.sum().backward()
+
+
+def test_buffers_are_reused_not_accumulated_across_row_counts() -> None:
+    """Minibatches keep different numbers of masked-in rows: one buffer per role stays."""
+    from alignkit.models import policy as P
+
+    head = nn.Linear(4, 30).double()
+    for n in (200, 90, 150, 0):
+        h = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
+        lp, _ = head_logprobs(head, h, torch.zeros(n, dtype=torch.long))
+        lp.sum().backward()
+    keys = [k for k in P._pool if k[1] == 30 and k[2] == torch.float64]
+    assert sorted(k[0] for k in keys) == ["log_softmax", "logits", "softmax"]
+    assert P._pool[("softmax", 30, torch.float64)].size(0) == 200

@@ -123,18 +123,24 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0,
 
 
 # --- the LM head fused with the log-prob ----------------------------------------------------
-# Rows of hidden states per chunk: a [64, 49k] fp32 block is 12.6 MB, small enough for the
-# allocator to serve from its heap (no fresh pages to fault in) and big enough for an
-# efficient matmul.
-_CHUNK_ROWS = 64
-_softmax_pool: dict[tuple, Tensor] = {}  # one reusable [N, V] softmax buffer per shape
+# Rows of hidden states per chunk: [128, 49k] fp32 blocks (25 MB, reused from a pool) keep
+# the head matmul efficient and the log-softmax passes short.
+_CHUNK_ROWS = 128
+_pool: dict[tuple, Tensor] = {}  # (role, V, dtype) -> reusable [capacity, V] buffer
 
 
-def _take_buffer(shape: tuple[int, int], dtype: torch.dtype) -> Tensor:
-    """A [N, V] buffer, reused between iterations: a fresh 100 MB tensor costs ~25k page
-    faults (≈ 0.1 s on this CPU) every time it is allocated."""
-    buf = _softmax_pool.pop((shape, dtype), None)
-    return buf if buf is not None else torch.empty(shape, dtype=dtype)
+def _take_buffer(role: str, rows: int, cols: int, dtype: torch.dtype) -> Tensor:
+    """A [≥ rows, cols] buffer reused between calls (slice it): a fresh 100 MB tensor
+    costs ~25k page faults (≈ 0.1 s on this CPU) every time it is allocated. One buffer
+    per role is kept, grown when a call needs more rows."""
+    buf = _pool.pop((role, cols, dtype), None)
+    if buf is None or buf.size(0) < rows:
+        buf = torch.empty(rows, cols, dtype=dtype)
+    return buf
+
+
+def _give_back(role: str, buf: Tensor) -> None:
+    _pool[(role, buf.size(1), buf.dtype)] = buf
 
 
 class _HeadLogprob(torch.autograd.Function):
@@ -156,14 +162,20 @@ class _HeadLogprob(torch.autograd.Function):
         need_w = ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2])
         logp = hidden.new_empty(N)
         pw = hidden.new_empty(N, weight.size(1)) if (need_h or want_entropy) else None
-        p_all = _take_buffer((N, V), hidden.dtype) if need_w else None
+        p_all = _take_buffer("softmax", N, V, hidden.dtype) if need_w else None
         pb = hidden.new_empty(N) if (want_entropy and bias is not None) else None
         wt = weight.t()
-        for i in range(0, N, _CHUNK_ROWS):
-            j = min(i + _CHUNK_ROWS, N)
-            z = hidden[i:j] @ wt if bias is None else torch.addmm(bias, hidden[i:j], wt)
-            ls = torch.log_softmax(z, dim=-1)
-            del z
+        rows = max(1, min(_CHUNK_ROWS, N))
+        z_buf = _take_buffer("logits", rows, V, hidden.dtype)
+        ls_buf = _take_buffer("log_softmax", rows, V, hidden.dtype)
+        for i in range(0, N, rows):
+            j = min(i + rows, N)
+            z, ls = z_buf[: j - i], ls_buf[: j - i]
+            if bias is None:
+                torch.mm(hidden[i:j], wt, out=z)
+            else:
+                torch.addmm(bias, hidden[i:j], wt, out=z)
+            torch.log_softmax(z, dim=-1, out=ls)
             logp[i:j] = ls.gather(1, tokens[i:j, None]).squeeze(1)
             if pw is None and p_all is None:
                 continue
@@ -172,6 +184,8 @@ class _HeadLogprob(torch.autograd.Function):
                 torch.mm(p, weight, out=pw[i:j])
             if pb is not None:
                 torch.mv(p, bias, out=pb[i:j])
+        _give_back("logits", z_buf)
+        _give_back("log_softmax", ls_buf)
         entropy = None
         if want_entropy:
             z_tok = (hidden * weight[tokens]).sum(-1)
@@ -184,7 +198,8 @@ class _HeadLogprob(torch.autograd.Function):
             entropy = logp.new_zeros(0)
         ctx.mark_non_differentiable(entropy)
         ctx.save_for_backward(hidden, weight, tokens)
-        ctx.pw, ctx.p_all, ctx.has_bias = pw, p_all, bias is not None
+        ctx.pw, ctx.has_bias = pw, bias is not None
+        ctx.p_buf, ctx.p_all = p_all, (None if p_all is None else p_all[:N])
         return logp, entropy
 
     @staticmethod
@@ -204,8 +219,8 @@ class _HeadLogprob(torch.autograd.Function):
                 d_w = torch.mm(p_all.t(), gh).neg_().index_add_(0, tokens, gh)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 d_b = torch.mv(p_all.t(), g).neg_().index_add_(0, tokens, g)
-            ctx.p_all = None
-            _softmax_pool[(tuple(p_all.shape), p_all.dtype)] = p_all
+            _give_back("softmax", ctx.p_buf)
+            ctx.p_all = ctx.p_buf = None
         return d_h, d_w, d_b, None, None
 
 
