@@ -77,5 +77,18 @@ def test_buffers_are_reused_not_accumulated_across_row_counts() -> None:
         lp, _ = head_logprobs(head, h, torch.zeros(n, dtype=torch.long))
         lp.sum().backward()
     keys = [k for k in P._pool if k[1] == 30 and k[2] == torch.float64]
-    assert sorted(k[0] for k in keys) == ["log_softmax", "logits", "softmax"]
+    assert sorted(k[0] for k in keys) == ["logits", "softmax"]
     assert P._pool[("softmax", 30, torch.float64)].size(0) == 200
+
+
+def test_improbable_tokens_keep_exact_log_probs_in_float32() -> None:
+    """A token far below the max (p ≈ e^-200, 0 in float32) still gets its exact log-prob."""
+    head = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[100.0, 0.0], [-100.0, 0.0], [0.0, 1.0]]))
+    h = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    tok = torch.tensor([1, 0, 2])
+    lp, _ = head_logprobs(head, h, tok, with_entropy=False)
+    want = torch.log_softmax(head(h).double(), -1).gather(1, tok[:, None]).squeeze(1)
+    torch.testing.assert_close(lp.double(), want, rtol=1e-6, atol=1e-5)
+    assert lp[0].item() == pytest.approx(-200.0, abs=1e-3)

@@ -143,10 +143,22 @@ def _give_back(role: str, buf: Tensor) -> None:
     _pool[(role, buf.size(1), buf.dtype)] = buf
 
 
+def log_prob_from_softmax(z: Tensor, p: Tensor, tokens: Tensor) -> Tensor:
+    """log p[token] from a softmax row; rows where p[token] is below 1e-30 (where the float's
+    relative precision, ~1e-7 otherwise, degrades) are redone exactly as z − logsumexp(z)."""
+    p_tok = p.gather(1, tokens[:, None]).squeeze(1)
+    out = p_tok.log()
+    tiny = (p_tok < 1e-30).nonzero().squeeze(1)
+    if tiny.numel():
+        zt = z.index_select(0, tiny)
+        out[tiny] = zt.gather(1, tokens[tiny, None]).squeeze(1) - torch.logsumexp(zt, -1)
+    return out
+
+
 class _HeadLogprob(torch.autograd.Function):
     """log softmax(h Wᵀ + b)[token] and the entropy, without a [N, V] tensor in the graph.
 
-    Forward, per chunk of rows: logits → log-softmax → gather; the softmax P is kept (in a
+    Forward, per chunk of rows: logits → softmax → log of the token's entry; P is kept (in a
     pooled buffer) only when W needs a gradient, and PW = P·W ([N, D], small) is kept for
     the hidden-state gradient and gives the entropy for free:
     H = lse − Σ_v p_v z_v = lse − h·PW − p·b.
@@ -167,25 +179,24 @@ class _HeadLogprob(torch.autograd.Function):
         wt = weight.t()
         rows = max(1, min(_CHUNK_ROWS, N))
         z_buf = _take_buffer("logits", rows, V, hidden.dtype)
-        ls_buf = _take_buffer("log_softmax", rows, V, hidden.dtype)
+        p_buf = None if p_all is not None else _take_buffer("probs", rows, V, hidden.dtype)
         for i in range(0, N, rows):
             j = min(i + rows, N)
-            z, ls = z_buf[: j - i], ls_buf[: j - i]
+            z = z_buf[: j - i]
+            p = p_all[i:j] if p_all is not None else p_buf[: j - i]
             if bias is None:
                 torch.mm(hidden[i:j], wt, out=z)
             else:
                 torch.addmm(bias, hidden[i:j], wt, out=z)
-            torch.log_softmax(z, dim=-1, out=ls)
-            logp[i:j] = ls.gather(1, tokens[i:j, None]).squeeze(1)
-            if pw is None and p_all is None:
-                continue
-            p = ls.exp_() if p_all is None else torch.exp(ls, out=p_all[i:j])
+            torch.softmax(z, dim=-1, out=p)  # one fused pass; log p_tok from it below
+            logp[i:j] = log_prob_from_softmax(z, p, tokens[i:j])
             if pw is not None:
                 torch.mm(p, weight, out=pw[i:j])
             if pb is not None:
                 torch.mv(p, bias, out=pb[i:j])
         _give_back("logits", z_buf)
-        _give_back("log_softmax", ls_buf)
+        if p_buf is not None:
+            _give_back("probs", p_buf)
         entropy = None
         if want_entropy:
             z_tok = (hidden * weight[tokens]).sum(-1)
