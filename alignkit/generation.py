@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from alignkit.models.policy import Policy
+from alignkit.models.policy import Policy, log_prob_from_softmax
 
 
 @dataclass
@@ -61,12 +61,29 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def _inverse_cdf_sample(logp: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One uniform draw per row against the CDF; torch.multinomial on CPU draws one
-    random number per vocabulary entry and is ~10x slower at 49k tokens."""
-    cdf = logp.exp().cumsum(-1)
-    u = torch.rand(logp.size(0), 1, generator=generator) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).clamp_max(cdf.size(-1) - 1).squeeze(-1)
+_BLOCK = 1024  # vocabulary block of the two-level inverse CDF
+
+
+def _inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One uniform draw per row against the CDF of ``probs`` [B, V] (unnormalised is fine).
+
+    torch.multinomial on CPU draws one random number per vocabulary entry (~10x slower at
+    49k tokens), and a full-vocabulary cumsum is a sequential pass; instead block sums (a
+    fast reduction) pick a 1024-token block and a cumsum inside that block picks the token.
+    Tokens of probability 0 (top-p) are never drawn.
+    """
+    B, V = probs.shape
+    pad = (-V) % _BLOCK
+    blocks = (torch.nn.functional.pad(probs, (0, pad)) if pad else probs).view(B, -1, _BLOCK)
+    cum_blocks = blocks.sum(-1).cumsum(-1)  # [B, nb]
+    u = torch.rand(B, 1, generator=generator, dtype=probs.dtype) * cum_blocks[:, -1:]
+    b = torch.searchsorted(cum_blocks, u, right=True).clamp_max(cum_blocks.size(1) - 1)
+    before = torch.where(b > 0, cum_blocks.gather(1, (b - 1).clamp_min(0)), 0.0)
+    cdf = blocks[torch.arange(B), b.squeeze(1)].cumsum(-1)  # [B, block]
+    # sums and cumsums round differently: stay strictly inside the chosen block's mass
+    u_in = torch.minimum(u - before, cdf[:, -1:] * (1 - 2.0**-20))
+    t = torch.searchsorted(cdf, u_in, right=True).clamp_max(_BLOCK - 1)
+    return (b * _BLOCK + t).squeeze(1)
 
 
 @torch.no_grad()
@@ -91,10 +108,11 @@ def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens
         if temperature != 1.0:
             logits = logits / temperature
         values.append(policy.values(h).float())
-        logp_all = torch.log_softmax(top_p_filter(logits, top_p), dim=-1)
-        tok = _inverse_cdf_sample(logp_all, generator)
+        logits = top_p_filter(logits, top_p)
+        probs = torch.softmax(logits, dim=-1)
+        tok = _inverse_cdf_sample(probs, generator)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        logps.append(logp_all.gather(-1, tok[:, None]).squeeze(-1))
+        logps.append(log_prob_from_softmax(logits, probs, tok))
         tokens.append(tok)
         masks.append(alive.clone())
         done = done | torch.isin(tok, stop)
