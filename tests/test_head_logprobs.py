@@ -92,3 +92,13 @@ def test_improbable_tokens_keep_exact_log_probs_in_float32() -> None:
     want = torch.log_softmax(head(h).double(), -1).gather(1, tok[:, None]).squeeze(1)
     torch.testing.assert_close(lp.double(), want, rtol=1e-6, atol=1e-5)
     assert lp[0].item() == pytest.approx(-200.0, abs=1e-3)
+
+
+def test_half_precision_falls_back_to_float32_logits() -> None:
+    head = nn.Linear(4, 20).bfloat16()
+    h = torch.randn(6, 4).bfloat16()
+    tok = torch.arange(6)
+    lp, _ = head_logprobs(head, h, tok, with_entropy=False)
+    want = torch.log_softmax(head(h).float(), -1).gather(1, tok[:, None]).squeeze(1)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, want)

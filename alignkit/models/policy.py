@@ -241,9 +241,11 @@ def head_logprobs(head: nn.Module, hidden: Tensor, tokens: Tensor, temperature: 
     [N, D], and the entropies (no gradient) — without keeping [N, vocab] logits for backward.
 
     A plain ``nn.Linear`` head (GPT-2, Llama, SmolLM2; PEFT's all-linear leaves it alone)
-    takes the fused path; any other head falls back to logits + ``token_logprobs``.
+    in fp32/fp64 takes the fused path; any other head (or half precision) falls back to
+    logits + ``token_logprobs``.
     """
-    if type(head) is not nn.Linear or hidden.dtype != head.weight.dtype:
+    if type(head) is not nn.Linear or hidden.dtype != head.weight.dtype \
+            or hidden.dtype not in (torch.float32, torch.float64):  # half: logits go to fp32
         return token_logprobs(head(hidden), tokens, temperature, with_entropy)
     weight, bias = head.weight, head.bias
     if not torch.is_grad_enabled():  # no graph: keep no softmax buffer for a backward
