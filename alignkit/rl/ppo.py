@@ -73,7 +73,8 @@ class PPOTrainer:
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.samples_path = self.out_dir / "samples.jsonl"
         params = policy.trainable_parameters()
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5)
+        # fused: one pass per tensor instead of ~8 temporaries (9x faster step on CPU).
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5, fused=True)
         self.kl_ctl: FixedKL = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl,
                                                   cfg.kl_horizon)
         self.step = 0  # completed iterations
@@ -154,12 +155,6 @@ class PPOTrainer:
             "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg",
             "val/clipfrac_avg", "policy/entropy_avg", "val/ratio")}
         self.policy.train(False)  # dropout stays off: the ratio must be exactly 1 at start
-        for group in self.optimizer.param_groups:
-            # fused AdamW: one pass per tensor instead of ~8 temporaries (9x faster on CPU,
-            # 0.25 s of a 2 s benchmark iteration); same update up to rounding.
-            if group.get("fused") is None and not group.get("foreach") \
-                    and not group.get("differentiable"):
-                group["fused"] = True
         for _ in range(cfg.epochs):
             order = torch.randperm(B, generator=rng)
             for start in range(0, B, mb):
