@@ -164,6 +164,16 @@ class PPOConfig(Section):
     seed: int = Field(0, description="Seed of sampling and minibatch order.")
 
 
+class DPOConfig(Section):
+    beta: float = Field(0.1, description="DPO temperature: the implicit KL strength.")
+    lr: float = Field(5e-4, description="AdamW lr for the LoRA adapters.")
+    epochs: int = Field(1, description="Passes over the pairs; DPO overfits quickly.")
+    batch_size: int = Field(8, description="Pairs per step.")
+    max_prompt_tokens: int = Field(64, description="Prompt cap (left-truncated by padding side).")
+    max_completion_tokens: int = Field(32, description="Completion cap.")
+    seed: int = Field(0, description="Shuffling seed.")
+
+
 class EvalConfig(Section):
     samples_per_prompt: int = Field(2, description="Fixed-seed samples per held-out prompt.")
     batch_size: int = Field(80, description="Generation batch for evaluation.")
@@ -192,6 +202,8 @@ class RunConfig(Section):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig,
+                           description="`alignkit dpo`: the offline baseline on exported pairs.")
     guard: GuardConfig = Field(default_factory=GuardConfig,
                                description="Reward-hacking detectors and their actions in PPO.")
     distributed: DistributedConfig = Field(

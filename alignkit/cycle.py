@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from rich.console import Console
@@ -21,7 +20,9 @@ from rich.progress import Progress
 
 from alignkit.config import RunConfig
 from alignkit.data.prompts import load_prompts, split_prompts
-from alignkit.evaluate.metrics import bootstrap_mean_ci, distinct_n, paired_diff_ci
+from alignkit.evaluate.before_after import judge_comparison
+from alignkit.evaluate.metrics import distinct_n
+from alignkit.evaluate.summary import build_report, mean_key
 from alignkit.feedback.pairs import read_pairs_jsonl, write_pairs_jsonl
 from alignkit.generation import Generation, encode_prompts, sample
 from alignkit.jsonl import read_jsonl, write_jsonl
@@ -155,9 +156,9 @@ class Cycle:
         rounds = json.loads(self.run.rounds.read_text()) if self.run.rounds.exists() else []
         rounds = [x for x in rounds if x["round"] < r]
         entry = {"round": r, "steps": len(rows), **self._round_pairs.get(r, {}),
-                 "gold": _mean_key(last, "objective/gold"),
-                 "proxy": _mean_key(last, "objective/scores"),
-                 "kl": _mean_key(last, "objective/kl")}
+                 "gold": mean_key(last, "objective/gold"),
+                 "proxy": mean_key(last, "objective/scores"),
+                 "kl": mean_key(last, "objective/kl")}
         rounds.append(entry)
         write_json_atomic(self.run.rounds, rounds)
         gold = entry["gold"]
@@ -466,50 +467,37 @@ class Cycle:
                                       desc="evaluate: base policy")
         after, gens_a = self._sample(prompts, e.batch_size, e.seed, desc="evaluate: aligned")
         n, k = len(self.eval_prompts), e.samples_per_prompt
-        per_prompt = lambda x: np.asarray(x).reshape(n, k).mean(1)  # noqa: E731
+        main = judge_comparison(self.judge, before, after, k, e.bootstrap, e.seed)
+        proxy = ({"before": self.reward_model.score(prompts, before).numpy(),
+                  "after": self.reward_model.score(prompts, after).numpy()}
+                 if self.run.reward_model.exists() else {})
+        lengths = {"before": gens_b, "after": gens_a}
         result: dict = {"judge": self.judge.name, "judge_source": self.judge.source,
                         "judge_blind_spots": self.judge.blind_spots, "prompts": n,
                         "samples_per_prompt": k}
-        harm_b, harm_a = self.judge.harm(before), self.judge.harm(after)
-        proxy_b = proxy_a = None
-        if self.run.reward_model.exists():
-            proxy_b = self.reward_model.score(prompts, before).numpy()
-            proxy_a = self.reward_model.score(prompts, after).numpy()
-        len_b = torch.cat([g.response_mask.sum(1) for g in gens_b]).numpy()
-        len_a = torch.cat([g.response_mask.sum(1) for g in gens_a]).numpy()
-        for side, harm, proxy, lengths, texts in (("before", harm_b, proxy_b, len_b, before),
-                                                  ("after", harm_a, proxy_a, len_a, after)):
+        for side, texts in (("before", before), ("after", after)):
             result[side] = {
-                "mean": float(harm.mean()),
-                "ci95": bootstrap_mean_ci(per_prompt(harm), e.bootstrap, e.seed),
-                "proxy_mean": None if proxy is None else float(proxy.mean()),
-                "length_mean": float(lengths.mean()), "distinct2": distinct_n(texts, 2),
-                "harm": harm.tolist(),
+                **main[side],
+                "proxy_mean": float(proxy[side].mean()) if proxy else None,
+                "length_mean": float(torch.cat([g.response_mask.sum(1)
+                                                for g in lengths[side]]).mean()),
+                "distinct2": distinct_n(texts, 2),
             }
-        d, lo, hi = paired_diff_ci(per_prompt(harm_b), per_prompt(harm_a), e.bootstrap, e.seed)
-        result.update(relative_change=d / result["before"]["mean"] if harm_b.mean() else None,
-                      paired_diff_mean=d, paired_diff_ci95=[lo, hi],
-                      kl_to_reference=self._kl_to_reference(gens_a))
-        result["other_judges"] = {}
-        for name, judge in JUDGES.items():
-            if name == self.judge.name:
-                continue
-            hb, ha = judge.harm(before), judge.harm(after)
-            dd, dlo, dhi = paired_diff_ci(per_prompt(hb), per_prompt(ha), e.bootstrap, e.seed)
-            result["other_judges"][name] = {
-                "before": {"mean": float(hb.mean()),
-                           "ci95": bootstrap_mean_ci(per_prompt(hb), e.bootstrap, e.seed)},
-                "after": {"mean": float(ha.mean()),
-                          "ci95": bootstrap_mean_ci(per_prompt(ha), e.bootstrap, e.seed)},
-                "paired_diff_mean": dd, "paired_diff_ci95": [dlo, dhi],
-                "source": judge.source, "blind_spots": judge.blind_spots}
+        result.update(relative_change=main["relative_change"],
+                      paired_diff_mean=main["paired_diff_mean"],
+                      paired_diff_ci95=main["paired_diff_ci95"],
+                      kl_to_reference=self._kl_to_reference(gens_a),
+                      other_judges={name: judge_comparison(j, before, after, k, e.bootstrap,
+                                                           e.seed)
+                                    for name, j in JUDGES.items() if name != self.judge.name})
+        harm_b, harm_a = result["before"]["harm"], result["after"]["harm"]
+        lo, hi = result["paired_diff_ci95"]
         result["samples"] = [
             {"prompt": prompts[i], "before": before[i], "after": after[i],
-             "harm_before": float(harm_b[i]), "harm_after": float(harm_a[i])}
+             "harm_before": harm_b[i], "harm_after": harm_a[i]}
             for i in range(0, len(prompts), k)][: e.show_samples]
         write_jsonl([
-            {"prompt": p, "before": b, "after": a, "harm_before": float(hb),
-             "harm_after": float(ha)}
+            {"prompt": p, "before": b, "after": a, "harm_before": hb, "harm_after": ha}
             for p, b, a, hb, ha in zip(prompts, before, after, harm_b, harm_a, strict=True)],
             self.run.eval_samples)
         write_json_atomic(self.run.evaluation, result)
@@ -548,57 +536,6 @@ class Cycle:
         except NotImplementedError:
             self.console.print("[dim]HTML report not available yet")
         return "done"
-
-
-def build_report(run: RunDir, cfg: RunConfig) -> dict:
-    """Assemble report.json from the stages' artifacts (each section only if present)."""
-    manifest = run.read_manifest()["stages"]
-    out: dict = {"run": {
-        "name": cfg.name, "model": cfg.model.name, "criterion": cfg.feedback.criterion,
-        "prompts": cfg.data.prompts,
-        "stage_seconds": {k: v.get("seconds") for k, v in manifest.items()},
-        "seconds_total": sum(v.get("seconds") or 0 for v in manifest.values()),
-    }}
-    if run.feedback_db.exists() or cfg.feedback.db:
-        from alignkit.feedback.pairs import feedback_summary
-        from alignkit.feedback.store import FeedbackStore
-
-        out["feedback"] = feedback_summary(
-            FeedbackStore(cfg.feedback.db or f"sqlite:///{run.feedback_db}"))
-    if run.reward_report.exists():
-        out["reward_model"] = json.loads(run.reward_report.read_text())
-    if run.metrics.exists():
-        rows = read_jsonl(run.metrics)
-        if rows:
-            times = [r["time/step"] for r in rows]
-            out["ppo"] = {
-                "algorithm": cfg.ppo.algorithm, "iterations": len(rows),
-                "kl_coef": rows[-1]["kl_coef"], "final_kl": rows[-1]["objective/kl"],
-                "kl_budget": cfg.guard.kl_budget,
-                "reward_start": float(np.mean([r["objective/scores"] for r in rows[:3]])),
-                "reward_end": float(np.mean([r["objective/scores"] for r in rows[-3:]])),
-                "gold_start": _mean_key(rows[:3], "objective/gold"),
-                "gold_end": _mean_key(rows[-3:], "objective/gold"),
-                "seconds_per_iteration": float(np.median(times)),
-            }
-    if run.evaluation.exists():
-        out["evaluation"] = json.loads(run.evaluation.read_text())
-    if run.guard.exists():
-        out["guard"] = json.loads(run.guard.read_text())
-    if run.rounds.exists():
-        out["rounds"] = json.loads(run.rounds.read_text())
-    for key, path in (("ai_feedback", run.ai_feedback), ("filter", run.filter_report)):
-        if path.exists():
-            out[key] = json.loads(path.read_text())
-    redteam = run.path / "redteam" / "report.json"
-    if redteam.exists():
-        out["redteam"] = json.loads(redteam.read_text()).get("redteam")
-    return out
-
-
-def _mean_key(rows: list[dict], key: str) -> float | None:
-    vals = [r[key] for r in rows if key in r]
-    return float(np.mean(vals)) if vals else None
 
 
 def run_cycle(cfg: RunConfig, out: str | Path, console: Console | None = None,

@@ -157,3 +157,15 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     """H = logsumexp(z) − Σ softmax(z)·z, per position."""
     logp = torch.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor,
+             ref_rejected: Tensor, beta: float = 0.1) -> tuple[Tensor, Tensor]:
+    """Direct Preference Optimisation (Rafailov et al. 2023) over sequence log-probs.
+
+      h = β·[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]
+      loss = −mean log σ(h)
+    Returns (loss, h): h/β is the implicit reward margin; h > 0 ranks the pair right.
+    """
+    h = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -torch.nn.functional.logsigmoid(h).mean(), h
