@@ -75,12 +75,13 @@ class AlignkitRM:
 
     def __init__(self, model_sizes: dict | None = None) -> None:
         from alignkit.reward.model import RewardModel
+        from alignkit.reward.train import reward_optimizer
 
         tok = C.bench_tokenizer()
         trunk = C.tiny_gpt2(tok, **(model_sizes or {})).transformer
         self.rm = RewardModel(trunk, tok, max_length=MAX_LENGTH, pooling="last")
         self.params = [p for p in self.rm.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.0)
+        self.opt = reward_optimizer(self.params, LR)
         self.rm.train()
 
     def step(self, groups) -> dict:

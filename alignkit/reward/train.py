@@ -84,6 +84,12 @@ def evaluate_pairs(rm: RewardModel, pairs: list[Pair], batch_prompts: int = 16
     return (torch.cat(cs), torch.cat(rs)) if cs else (torch.zeros(0), torch.zeros(0))
 
 
+def reward_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """AdamW, fused: one pass per tensor instead of ~8 temporaries; on CPU the step over a
+    small backbone's 12M-parameter embedding otherwise costs as much as its backward."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
+
+
 def train_reward_model(rm: RewardModel, pairs: list[Pair], cfg: RewardConfig,
                        progress: bool = True) -> RewardReport:
     if not pairs:
@@ -92,7 +98,7 @@ def train_reward_model(rm: RewardModel, pairs: list[Pair], cfg: RewardConfig,
     train, held = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     groups = _group(train)
     params = [p for p in rm.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    opt = reward_optimizer(params, cfg.lr)
     steps = cfg.epochs * max(1, -(-len(groups) // cfg.batch_prompts))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps))
     rng = random.Random(cfg.seed)
