@@ -122,7 +122,8 @@ class RewardConfig(Section):
     max_length: int = Field(96, description="Token cap for prompt+completion in the RM.")
     margin: bool = Field(False, description="Subtract the pair margin inside the sigmoid.")
     center_coef: float = Field(0.0, description="Penalty on mean reward^2 (reward centering).")
-    ensemble: int = Field(1, description="Reward models trained on different seeds.")
+    ensemble: int = Field(1, ge=1, description="Reward models trained on seeds seed, seed+1, …; "
+                          "PPO uses their mean, the guard watches their disagreement.")
     seed: int = Field(0, description="Seed of initialisation and shuffling.")
 
 

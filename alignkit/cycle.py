@@ -28,7 +28,7 @@ from alignkit.generation import Generation, encode_prompts, sample
 from alignkit.jsonl import read_jsonl, write_jsonl
 from alignkit.models.loading import load_causal_lm, load_tokenizer, set_threads, stop_token_ids
 from alignkit.models.policy import Policy
-from alignkit.reward.model import RewardModel, load_backbone
+from alignkit.reward.model import RewardEnsemble, RewardModel, load_backbone
 from alignkit.reward.train import train_reward_model
 from alignkit.rl.ppo import PPOTrainer
 from alignkit.rundir import RunDir, write_json_atomic
@@ -327,17 +327,31 @@ class Cycle:
 
     # --- reward model ----------------------------------------------------------------------
     def stage_reward(self, resume: bool) -> str:
+        """Train ``reward.ensemble`` models (seeds seed, seed+1, …); member 0 is reported."""
         r, m = self.cfg.reward, self.cfg.model
-        backbone, tok = load_backbone(r.backbone, m.name, m.tiny_layers, m.tiny_hidden)
-        rm = RewardModel(backbone, tok, r.max_length)
-        report = train_reward_model(rm, read_pairs_jsonl(self.run.pairs), r)
-        rm.save(self.run.reward_model, {"backbone": r.backbone})
-        data = {"backbone": r.backbone, **report.__dict__}
+        pairs = read_pairs_jsonl(self.run.pairs)
+        paths = RewardEnsemble.member_paths(self.run.reward_model, r.ensemble)
+        stale = RewardEnsemble.member_paths(self.run.reward_model, 64)[r.ensemble:]
+        for extra in stale:  # fewer members than a previous run: drop the rest
+            shutil.rmtree(extra, ignore_errors=True)
+        reports = []
+        for i, path in enumerate(paths):
+            backbone, tok = load_backbone(r.backbone, m.name, m.tiny_layers, m.tiny_hidden)
+            rm = RewardModel(backbone, tok, r.max_length)
+            reports.append(train_reward_model(rm, pairs, r.model_copy(update={"seed": r.seed + i})))
+            rm.save(path, {"backbone": r.backbone, "member": i})
+            if i == 0:
+                self._rm = rm
+        report = reports[0]
+        data = {"backbone": r.backbone, **report.__dict__,
+                "ensemble_accuracies": [x.eval_accuracy for x in reports]}
         write_json_atomic(self.run.reward_report, data)
-        self._rm = rm
         self.console.print(f"reward model: {report.pairs_train} train / {report.pairs_eval} "
                            f"held-out pairs, held-out accuracy {report.eval_accuracy:.3f}, "
-                           f"ECE {report.eval_ece:.3f}")
+                           f"ECE {report.eval_ece:.3f}"
+                           + (f"; ensemble of {r.ensemble}: accuracies "
+                              + ", ".join(f"{x.eval_accuracy:.3f}" for x in reports)
+                              if r.ensemble > 1 else ""))
         return "done"
 
     # --- PPO --------------------------------------------------------------------------------
@@ -437,7 +451,11 @@ class Cycle:
             return None
         heldout = (HeldoutEval(trainer, self.eval_prompts[: g.heldout_prompts])
                    if g.heldout_prompts else None)
-        guard = Guard(g, trainer, heldout=heldout, state_path=self.run.guard,
+        ensemble = None
+        if self.cfg.ppo.reward == "model" and self.cfg.reward.ensemble > 1:
+            members = RewardEnsemble.load(self.run.reward_model)
+            ensemble = lambda p, t: members.member_scores(p, t).numpy()  # noqa: E731
+        guard = Guard(g, trainer, heldout=heldout, ensemble=ensemble, state_path=self.run.guard,
                       log=lambda m: self.console.print(m, markup=False))
         if resume and trainer.step > 0:
             guard.load_state()

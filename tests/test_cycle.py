@@ -214,3 +214,16 @@ def test_ai_feedback_and_filter_feed_the_reward_model(tmp_path):
     assert filt["total"] == len(pairs) + filt["removed"]
     assert json.loads((tmp_path / "reward_report.json").read_text())["sources"] == {
         "ai": len(pairs)}
+
+
+def test_reward_ensemble_scores_ppo_and_feeds_the_guard(tmp_path):
+    cfg = load_config(ROOT / "configs/tiny.yaml", {
+        "reward.ensemble": 2, "ppo.steps": 2, "guard.every": 1, "generate.prompts": 8})
+    stages = ("generate", "feedback", "pairs", "reward", "ppo")
+    assert run_cycle(cfg, tmp_path, stages=stages) == "done"
+    assert (tmp_path / "reward_model_1" / "alignkit_reward.json").exists()
+    rep = json.loads((tmp_path / "reward_report.json").read_text())
+    assert len(rep["ensemble_accuracies"]) == 2
+    guard = json.loads((tmp_path / "guard.json").read_text())
+    during = [e for e in guard["evaluations"] if e["step"] > 0]  # not the step-0 baseline
+    assert len(during) == 2 and all(e["ensemble_std"] > 0 for e in during)  # seeds disagree

@@ -58,9 +58,9 @@ class ScorerSpec:
             if self.reward_model is None:
                 raise ValueError("ScorerSpec.reward_model: kind 'model' needs the reward model "
                                  "folder — pass the run's reward_model path")
-            from alignkit.reward.model import RewardModel
+            from alignkit.reward.model import RewardEnsemble
 
-            rm = RewardModel.load(self.reward_model)
+            rm = RewardEnsemble.load(self.reward_model)  # one model, or the mean of several
 
             def score(prompts: list[str], texts: list[str], gen: Generation) -> torch.Tensor:
                 return rm.score(prompts, texts)

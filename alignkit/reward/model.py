@@ -125,3 +125,35 @@ class RewardModel(nn.Module):
         rm.norm_mean.fill_(meta["norm_mean"])
         rm.norm_std.fill_(meta["norm_std"])
         return rm.eval()
+
+
+class RewardEnsemble:
+    """Reward models trained on different seeds; the mean is the reward, the spread across
+    members the out-of-distribution signal the guard watches (Coste et al. 2023)."""
+
+    def __init__(self, members: list[RewardModel]) -> None:
+        if not members:
+            raise ValueError("RewardEnsemble needs at least one reward model")
+        self.members = members
+
+    @staticmethod
+    def member_paths(path: str | Path, n: int) -> list[Path]:
+        """Member 0 lives at ``path``, member i at ``path_i`` (a plain RM folder each)."""
+        path = Path(path)
+        return [path] + [path.with_name(f"{path.name}_{i}") for i in range(1, n)]
+
+    @classmethod
+    def load(cls, path: str | Path) -> RewardEnsemble:
+        """``path`` and every ``path_1``, ``path_2``, … beside it."""
+        paths, i = [Path(path)], 1
+        while (nxt := Path(path).with_name(f"{Path(path).name}_{i}")).exists():
+            paths.append(nxt)
+            i += 1
+        return cls([RewardModel.load(p) for p in paths])
+
+    def member_scores(self, prompts: list[str], completions: list[str]) -> Tensor:
+        """[members, samples] normalised rewards."""
+        return torch.stack([m.score(prompts, completions) for m in self.members])
+
+    def score(self, prompts: list[str], completions: list[str]) -> Tensor:
+        return self.member_scores(prompts, completions).mean(0)
