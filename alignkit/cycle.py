@@ -154,8 +154,15 @@ class Cycle:
         rows = read_jsonl(self.run.metrics) if self.run.metrics.exists() else []
         last = rows[-3:]
         rounds = json.loads(self.run.rounds.read_text()) if self.run.rounds.exists() else []
+        earlier = {x["round"]: x for x in rounds}.get(r, {})  # a resumed run skipped the stages
         rounds = [x for x in rounds if x["round"] < r]
-        entry = {"round": r, "steps": len(rows), **self._round_pairs.get(r, {}),
+        pairs_info = dict(self._round_pairs.get(r) or {
+            k: earlier[k] for k in ("pairs_added", "rm_accuracy_new") if k in earlier})
+        if "pairs_added" not in pairs_info:
+            from alignkit.feedback.pairs import rankings_to_pairs
+
+            pairs_info["pairs_added"] = len(rankings_to_pairs(self._store(), round=r))
+        entry = {"round": r, "steps": len(rows), **pairs_info,
                  "gold": mean_key(last, "objective/gold"),
                  "proxy": mean_key(last, "objective/scores"),
                  "kl": mean_key(last, "objective/kl")}
