@@ -7,6 +7,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time by default
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars say what matters
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -25,6 +26,16 @@ for _module in (safety_cli, guard_cli, usage_cli):
 reward_app = typer.Typer(help="Train and query Bradley–Terry reward models.")
 app.add_typer(reward_app, name="reward")
 console = Console()
+
+
+def _quiet_transformers() -> None:
+    """transformers' per-load "Loading weights" bars drown the run log; ours remain."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+_quiet_transformers()
 
 
 def _fail(message: str) -> None:
@@ -84,6 +95,20 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
     console.print(f"report: {write_report(run_dirs, out)}")
 
 
+def _config_and_pairs(config: Path | None, set_: list[str], pairs: Path):
+    """The prologue of every command that trains on a pairs file: config, data, threads."""
+    from alignkit.feedback.pairs import read_pairs_jsonl
+    from alignkit.models.loading import set_threads
+
+    try:
+        cfg = load_config(config, dict(_parse_override(s) for s in set_))
+        data = read_pairs_jsonl(pairs)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    set_threads(cfg.threads)
+    return cfg, data
+
+
 @reward_app.command("train")
 def reward_train(
     pairs: Path = typer.Option(..., help="JSONL with prompt, chosen, rejected (TRL format)."),
@@ -94,17 +119,10 @@ def reward_train(
     """Train a Bradley–Terry reward model on a pairs file."""
     import json
 
-    from alignkit.feedback.pairs import read_pairs_jsonl
-    from alignkit.models.loading import set_threads
     from alignkit.reward.model import RewardModel, load_backbone
     from alignkit.reward.train import train_reward_model
 
-    try:
-        cfg = load_config(config, dict(_parse_override(s) for s in set_))
-        data = read_pairs_jsonl(pairs)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    set_threads(cfg.threads)
+    cfg, data = _config_and_pairs(config, set_, pairs)
     backbone, tok = load_backbone(cfg.reward.backbone, cfg.model.name, cfg.model.tiny_layers,
                                   cfg.model.tiny_hidden)
     rm = RewardModel(backbone, tok, cfg.reward.max_length)
@@ -154,17 +172,11 @@ def dpo(
 
     import yaml
 
-    from alignkit.feedback.pairs import read_pairs_jsonl
-    from alignkit.models.loading import load_causal_lm, load_tokenizer, set_threads
+    from alignkit.models.loading import load_causal_lm, load_tokenizer
     from alignkit.models.policy import Policy
     from alignkit.rl.dpo import train_dpo
 
-    try:
-        cfg = load_config(config, dict(_parse_override(s) for s in set_))
-        data = read_pairs_jsonl(pairs)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    set_threads(cfg.threads)
+    cfg, data = _config_and_pairs(config, set_, pairs)
     m = cfg.model
     tok = load_tokenizer(m.name)
     policy = Policy(load_causal_lm(m.name, tok, m.dtype, m.tiny_layers, m.tiny_hidden, cfg.seed),
