@@ -152,21 +152,22 @@ class Cycle:
         """Record the round (pairs added, RM accuracy on them, gold, proxy, KL); decide whether
         to stop: target reached, KL budget spent, guard stop, no gain, or rounds exhausted."""
         rows = read_jsonl(self.run.metrics) if self.run.metrics.exists() else []
-        last = rows[-3:]
+        end = min(len(rows), self.cfg.ppo.steps * (r + 1))  # this round's last PPO step
+        last = rows[max(0, end - 3) : end]
         rounds = json.loads(self.run.rounds.read_text()) if self.run.rounds.exists() else []
         earlier = {x["round"]: x for x in rounds}.get(r, {})  # a resumed run skipped the stages
-        rounds = [x for x in rounds if x["round"] < r]
+        rounds = [x for x in rounds if x["round"] != r and x["round"] < self.cfg.rounds]
         pairs_info = dict(self._round_pairs.get(r) or {
             k: earlier[k] for k in ("pairs_added", "rm_accuracy_new") if k in earlier})
         if "pairs_added" not in pairs_info:
             from alignkit.feedback.pairs import rankings_to_pairs
 
             pairs_info["pairs_added"] = len(rankings_to_pairs(self._store(), round=r))
-        entry = {"round": r, "steps": len(rows), **pairs_info,
+        entry = {"round": r, "steps": end, **pairs_info,
                  "gold": mean_key(last, "objective/gold"),
                  "proxy": mean_key(last, "objective/scores"),
                  "kl": mean_key(last, "objective/kl")}
-        rounds.append(entry)
+        rounds = sorted([*rounds, entry], key=lambda x: x["round"])
         write_json_atomic(self.run.rounds, rounds)
         gold = entry["gold"]
         if self._guard_stop:
@@ -175,7 +176,7 @@ class Cycle:
             return f"reward target reached (gold {gold:.3f} >= {self.cfg.target_gold})"
         if entry["kl"] is not None and entry["kl"] >= self.cfg.guard.kl_budget:
             return f"KL budget spent ({entry['kl']:.2f} >= {self.cfg.guard.kl_budget})"
-        golds = [x["gold"] for x in rounds if x["gold"] is not None]
+        golds = [x["gold"] for x in rounds if x["round"] <= r and x["gold"] is not None]
         p = self.cfg.patience
         if len(golds) > p and max(golds[-p:]) <= max(golds[:-p]):
             return f"no gold improvement for {p} rounds"

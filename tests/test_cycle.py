@@ -183,6 +183,8 @@ def test_rounds_feed_new_policy_samples_back(tmp_path):
     assert len(report["rounds"]) == 2
     pairs = (tmp_path / "pairs.jsonl").read_text().splitlines()
     assert len(pairs) == sum(r["pairs_added"] for r in rounds)
+    assert run_cycle(cfg, tmp_path) == "done"  # a rerun skips every stage ...
+    assert json.loads((tmp_path / "rounds.json").read_text()) == rounds  # ... and keeps rounds
 
 
 @pytest.mark.slow
