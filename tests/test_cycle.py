@@ -229,3 +229,12 @@ def test_reward_ensemble_scores_ppo_and_feeds_the_guard(tmp_path):
     guard = json.loads((tmp_path / "guard.json").read_text())
     during = [e for e in guard["evaluations"] if e["step"] > 0]  # not the step-0 baseline
     assert len(during) == 2 and all(e["ensemble_std"] > 0 for e in during)  # seeds disagree
+
+
+def test_full_finetuning_checkpoint_holds_no_reference_copy(tiny_tokenizer, tmp_path):
+    lm = load_causal_lm(TINY, tiny_tokenizer)
+    policy = Policy(lm, ModelConfig(name=TINY, use_lora=False))
+    state = policy.adapter_state()
+    assert state and not any(k.startswith("_ref.") for k in state)
+    assert sum(v.numel() for v in state.values()) == sum(
+        p.numel() for p in policy.trainable_parameters())

@@ -96,9 +96,11 @@ class Policy(nn.Module):
         return self.value_head(hidden).squeeze(-1)
 
     def adapter_state(self) -> dict[str, Tensor]:
-        """Only what training changes: adapters (or all weights) and the value head."""
+        """Only what training changes: adapters (or the trained weights, never the frozen
+        reference copy) and the value head."""
         return {k: v.detach().clone() for k, v in self.state_dict().items()
-                if "lora_" in k or "value_head" in k or not self.use_lora}
+                if "lora_" in k or "value_head" in k
+                or (not self.use_lora and not k.startswith("_ref."))}
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0,
