@@ -1,4 +1,7 @@
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -18,3 +21,29 @@ def tiny_tokenizer():
     from alignkit.models.loading import TINY, load_tokenizer
 
     return load_tokenizer(TINY)
+
+
+PG_URL = os.environ.get("ALIGNKIT_TEST_PG_URL")
+
+
+@contextmanager
+def throwaway_pg_database() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server, dropped afterwards; skips without one."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from alignkit.feedback.store import normalize_url
+
+    if not PG_URL:
+        pytest.skip("ALIGNKIT_TEST_PG_URL is not set (source scripts/start_postgres.sh)")
+    name = f"alignkit_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(normalize_url(PG_URL)).set(database=name).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

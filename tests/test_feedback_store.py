@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
-import uuid
 
 import pytest
+from conftest import throwaway_pg_database
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from alignkit.feedback.schema import Base
 from alignkit.feedback.store import FeedbackError, FeedbackStore, RankingInput, normalize_url
-
-PG_URL = os.environ.get("ALIGNKIT_TEST_PG_URL")
 
 
 @pytest.fixture(scope="module")
 def pg_url():
     """A throwaway database on the test server, dropped when the module is done."""
-    if not PG_URL:
-        pytest.skip("ALIGNKIT_TEST_PG_URL is not set (source scripts/start_postgres.sh)")
-    name = f"alignkit_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(normalize_url(PG_URL)).set(database=name).render_as_string(
-        hide_password=False
-    )
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
@@ -10,19 +9,16 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from conftest import throwaway_pg_database
 
 from alignkit.feedback.app import create_app
 from alignkit.feedback.schema import Base
 from alignkit.feedback.serve import BackgroundServer, wait_for_rankings
-from alignkit.feedback.store import FeedbackStore, normalize_url
+from alignkit.feedback.store import FeedbackStore
 
-PG_URL = os.environ.get("ALIGNKIT_TEST_PG_URL")
 N_LABELERS = 50
 N_ITEMS = 40
 OVERLAP = 3
@@ -33,17 +29,8 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/feedback.db"
         return
-    if not PG_URL:
-        pytest.skip("ALIGNKIT_TEST_PG_URL is not set (source scripts/start_postgres.sh)")
-    name = f"alignkit_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(normalize_url(PG_URL)).set(database=name)
-    yield url.render_as_string(hide_password=False)
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_pg_database() as url:
+        yield url
 
 
 def fill(store: FeedbackStore, n_labelers: int) -> list[str]:
