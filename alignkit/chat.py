@@ -74,7 +74,7 @@ class ChatSession:
             text = "\n".join(m["content"] for m in messages)
         ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
         limit = getattr(self.rp.policy.causal.config, "max_position_embeddings", 2048)
-        return ids[:, -max(1, limit - self.opts.max_new_tokens):]
+        return ids[:, -max(1, limit - self.opts.max_new_tokens):].to(self.rp.policy.device)
 
     @torch.no_grad()
     def generate(self, messages: list[dict[str, str]], base: bool = False) -> str:

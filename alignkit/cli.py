@@ -125,7 +125,7 @@ def reward_train(
     cfg, data = _config_and_pairs(config, set_, pairs)
     backbone, tok = load_backbone(cfg.reward.backbone, cfg.model.name, cfg.model.tiny_layers,
                                   cfg.model.tiny_hidden)
-    rm = RewardModel(backbone, tok, cfg.reward.max_length)
+    rm = RewardModel(backbone, tok, cfg.reward.max_length, device=cfg.model.device)
     rep = train_reward_model(rm, data, cfg.reward)
     rm.save(out, {"backbone": cfg.reward.backbone})
     (out / "reward_report.json").write_text(json.dumps(rep.__dict__, indent=2))

@@ -29,7 +29,14 @@ class ModelConfig(Section):
         "(random, for tests) or any Hugging Face causal-LM id or local path.",
     )
     dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="fp32 on CPU: bf16 matmuls are slower than fp32 on most CPUs."
+        "float32", description="Weight dtype. fp32 on CPU (bf16 matmuls are slower there); on "
+        "a GPU the weights stay fp32 too and bf16 autocast lowers only the matmuls.",
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="'auto' = the first CUDA GPU when torch sees one (bf16 autocast where "
+        "supported), else the CPU; 'cpu' or 'cuda[:n]' force it. Every model of the "
+        "run (policy, reference, reward model) goes there.",
     )
     tiny_layers: int = Field(2, description="Layers of the random tiny model (tests only).")
     tiny_hidden: int = Field(64, description="Width of the random tiny model (tests only).")

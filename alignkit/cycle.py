@@ -95,7 +95,7 @@ class Cycle:
     @property
     def reward_model(self) -> RewardModel:
         if self._rm is None:
-            self._rm = RewardModel.load(self.run.reward_model)
+            self._rm = RewardModel.load(self.run.reward_model, self.cfg.model.device)
         return self._rm
 
     # --- the cycle ------------------------------------------------------------------------
@@ -345,7 +345,7 @@ class Cycle:
         reports = []
         for i, path in enumerate(paths):
             backbone, tok = load_backbone(r.backbone, m.name, m.tiny_layers, m.tiny_hidden)
-            rm = RewardModel(backbone, tok, r.max_length)
+            rm = RewardModel(backbone, tok, r.max_length, device=m.device)
             reports.append(train_reward_model(rm, pairs, r.model_copy(update={"seed": r.seed + i})))
             rm.save(path, {"backbone": r.backbone, "member": i})
             if i == 0:
@@ -366,7 +366,8 @@ class Cycle:
     def _scorer_spec(self):
         from alignkit.distributed.workers import ScorerSpec
 
-        return ScorerSpec(self.cfg.ppo.reward, self.cfg.feedback.judge, str(self.run.reward_model))
+        return ScorerSpec(self.cfg.ppo.reward, self.cfg.feedback.judge, str(self.run.reward_model),
+                          self.cfg.model.device)
 
     def _trainer(self) -> PPOTrainer:
         return PPOTrainer(self.policy, self.tokenizer, self.train_prompts,
@@ -461,7 +462,7 @@ class Cycle:
                    if g.heldout_prompts else None)
         ensemble = None
         if self.cfg.ppo.reward == "model" and self.cfg.reward.ensemble > 1:
-            members = RewardEnsemble.load(self.run.reward_model)
+            members = RewardEnsemble.load(self.run.reward_model, self.cfg.model.device)
             ensemble = lambda p, t: members.member_scores(p, t).numpy()  # noqa: E731
         guard = Guard(g, trainer, heldout=heldout, ensemble=ensemble, state_path=self.run.guard,
                       log=lambda m: self.console.print(m, markup=False))

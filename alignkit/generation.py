@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from alignkit.distributed.device import precision
 from alignkit.models.policy import Policy, log_prob_from_softmax
 
 
@@ -29,11 +30,9 @@ class Generation:
     ended: Tensor  # [B] bool: a stop token was produced
 
     def texts(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
-        out = []
-        for ids, m, ended in zip(self.response_ids, self.response_mask, self.ended, strict=True):
-            n = int(m.sum()) - int(bool(ended))  # the stop token is not part of the text
-            out.append(tokenizer.decode(ids[:n], skip_special_tokens=True))
-        return out
+        lengths = (self.response_mask.sum(1) - self.ended.to(self.response_mask.dtype)).tolist()
+        return [tokenizer.decode(ids[: int(n)], skip_special_tokens=True)  # stop token: not text
+                for ids, n in zip(self.response_ids.tolist(), lengths, strict=True)]
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str],
@@ -76,10 +75,13 @@ def _inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Ten
     pad = (-V) % _BLOCK
     blocks = (torch.nn.functional.pad(probs, (0, pad)) if pad else probs).view(B, -1, _BLOCK)
     cum_blocks = blocks.sum(-1).cumsum(-1)  # [B, nb]
-    u = torch.rand(B, 1, generator=generator, dtype=probs.dtype) * cum_blocks[:, -1:]
+    # Drawn on the CPU generator whatever the device: the same seed samples the same tokens
+    # on a laptop and on a GPU (up to the float differences of the two devices).
+    u = torch.rand(B, 1, generator=generator, dtype=probs.dtype).to(probs.device)
+    u = u * cum_blocks[:, -1:]
     b = torch.searchsorted(cum_blocks, u, right=True).clamp_max(cum_blocks.size(1) - 1)
     before = torch.where(b > 0, cum_blocks.gather(1, (b - 1).clamp_min(0)), 0.0)
-    cdf = blocks[torch.arange(B), b.squeeze(1)].cumsum(-1)  # [B, block]
+    cdf = blocks[torch.arange(B, device=probs.device), b.squeeze(1)].cumsum(-1)  # [B, block]
     # sums and cumsums round differently: stay strictly inside the chosen block's mass
     u_in = torch.minimum(u - before, cdf[:, -1:] * (1 - 2.0**-20))
     t = torch.searchsorted(cdf, u_in, right=True).clamp_max(_BLOCK - 1)
@@ -90,24 +92,36 @@ def _inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Ten
 def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens: int,
            stop_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
            generator: torch.Generator | None = None, reference: bool = False) -> Generation:
-    """Sample up to ``max_new_tokens`` per row, stopping rows at their first stop token."""
+    """Sample up to ``max_new_tokens`` per row, stopping rows at their first stop token.
+
+    Runs where the policy lives (inputs are moved there); the trunk under the device's
+    precision (bf16 autocast on GPUs), the heads and the sampling maths in fp32.
+    """
     trunk, head = policy.trunk(reference), policy.head(reference)
+    dev = policy.device
+    query_ids, query_mask = query_ids.to(dev), query_mask.to(dev)
     B = query_ids.size(0)
-    stop = torch.tensor(stop_ids, dtype=torch.long)
+    stop = torch.tensor(stop_ids, dtype=torch.long, device=dev)
     attn = query_mask.clone()
     pos = (attn.long().cumsum(-1) - 1).clamp_min(0)
-    out = trunk(input_ids=query_ids, attention_mask=attn, position_ids=pos, use_cache=True)
-    cache, h = out.past_key_values, out.last_hidden_state[:, -1]
+
+    def step(**inputs) -> tuple[object, Tensor]:
+        with precision(dev):
+            out = trunk(attention_mask=attn, use_cache=True, **inputs)
+        h = out.last_hidden_state[:, -1]
+        return out.past_key_values, h.to(getattr(head, "weight", h).dtype)
+
+    cache, h = step(input_ids=query_ids, position_ids=pos)
     next_pos = pos[:, -1:] + 1
     tokens, logps, values = [], [], []
-    done = torch.zeros(B, dtype=torch.bool)
-    alive = torch.ones(B, dtype=torch.bool)  # still inside the response (before/at stop)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    alive = torch.ones(B, dtype=torch.bool, device=dev)  # inside the response (before/at stop)
     masks = []
     for _ in range(max_new_tokens):
         logits = head(h).float()
         if temperature != 1.0:
             logits = logits / temperature
-        values.append(policy.values(h).float())
+        values.append(policy.values(h))
         logits = top_p_filter(logits, top_p)
         probs = torch.softmax(logits, dim=-1)
         tok = _inverse_cdf_sample(probs, generator)
@@ -119,10 +133,8 @@ def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens
         alive = ~done
         if bool(done.all()):
             break
-        attn = torch.cat([attn, torch.ones(B, 1, dtype=attn.dtype)], dim=1)
-        out = trunk(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
-        cache, h = out.past_key_values, out.last_hidden_state[:, -1]
+        attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)
+        cache, h = step(input_ids=tok[:, None], position_ids=next_pos, past_key_values=cache)
         next_pos = next_pos + 1
     mask = torch.stack(masks, 1).to(torch.float32)
     return Generation(

@@ -78,7 +78,7 @@ def test_buffers_are_reused_not_accumulated_across_row_counts() -> None:
         lp.sum().backward()
     keys = [k for k in P._pool if k[1] == 30 and k[2] == torch.float64]
     assert sorted(k[0] for k in keys) == ["logits", "softmax"]
-    assert P._pool[("softmax", 30, torch.float64)].size(0) == 200
+    assert P._pool[("softmax", 30, torch.float64, torch.device("cpu"))].size(0) == 200
 
 
 def test_improbable_tokens_keep_exact_log_probs_in_float32() -> None:

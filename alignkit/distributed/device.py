@@ -1,8 +1,10 @@
 """Pick the device and precision a model runs at: CUDA with bf16 autocast when available,
 plain fp32 on CPU (bf16 matmuls are slower than fp32 on most CPUs, see ModelConfig.dtype).
 
-Weights stay fp32 everywhere; autocast lowers only the matmuls, so log-probs, losses and
-optimizer state keep full precision — the ratio test of PPO needs that.
+Weights stay fp32 everywhere; autocast lowers only the trunk's matmuls. The LM head, the
+value head, log-probs, losses and optimizer state run in fp32 outside autocast: PPO's ratio
+compares log-probs from two different passes, and bf16 logits (8 bits of mantissa over a
+49k vocabulary) would make that ratio drift from 1 before any update.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ def precision(device: torch.device) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def module_device(module: object) -> torch.device:
+    """Where a model's weights live: its first parameter's device; the CPU for a module
+    without parameters (or a plain callable standing in for a model)."""
+    params = getattr(module, "parameters", None)
+    p = next(params(), None) if callable(params) else None
+    return p.device if p is not None else torch.device("cpu")
 
 
 def describe(device: torch.device) -> str:

@@ -44,6 +44,7 @@ class ScorerSpec:
     kind: str = "synthetic"
     judge: str = "profanity"
     reward_model: str | None = None
+    device: str = "auto"  # where the reward model runs in the actor that builds it
 
     def __call__(self, tok: PreTrainedTokenizerBase) -> Scorer:
         from alignkit.rl.scorers import judge_scorer, token_share_scorer
@@ -60,7 +61,8 @@ class ScorerSpec:
                                  "folder — pass the run's reward_model path")
             from alignkit.reward.model import RewardEnsemble
 
-            rm = RewardEnsemble.load(self.reward_model)  # one model, or the mean of several
+            # one model, or the mean of several
+            rm = RewardEnsemble.load(self.reward_model, self.device)
 
             def score(prompts: list[str], texts: list[str], gen: Generation) -> torch.Tensor:
                 return rm.score(prompts, texts)
@@ -184,7 +186,8 @@ class RolloutWorker:
         self.trainer.shard_prompts = task.prompts
         roll, prompts, texts, stats = self.trainer.rollout(task.seed_key)
         meta = RolloutMeta(task.step, task.shard, self.version, len(prompts), stats, os.getpid())
-        return meta, RolloutPayload(roll, prompts, texts)
+        # Tensors travel on the CPU: the learner may sit on another GPU, or on none.
+        return meta, RolloutPayload(roll.to("cpu"), prompts, texts)
 
     def pid(self) -> int:
         return os.getpid()
@@ -233,6 +236,7 @@ class Learner:
             raise RuntimeError(f"learner is at step {t.step}, got rollouts for step {step}")
         t0 = time.perf_counter()
         roll = merge_rollouts([p.roll for p in payloads], self.tok.pad_token_id)
+        roll = roll.to(self.policy.device)
         if t.cfg.whiten_advantages:
             roll.advantages = M.masked_whiten(roll.advantages, roll.response_mask)
         prompts = [x for p in payloads for x in p.prompts]

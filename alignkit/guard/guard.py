@@ -264,7 +264,8 @@ class Guard:
         if self.best is None or self.trainer is None:
             alarm.action = "stop (no gold-scored checkpoint to roll back to)"
             return f"guard: {alarm.detector} at step {alarm.step}: {alarm.message}"
-        state = torch.load(Path(self.best["path"]) / "state.pt", weights_only=False)
+        state = torch.load(Path(self.best["path"]) / "state.pt", weights_only=False,
+                           map_location="cpu")
         result = self.trainer.policy.load_state_dict(state["weights"], strict=False)
         if result.unexpected_keys:
             raise RuntimeError(f"guard: best checkpoint does not match the policy: "

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from alignkit.config import ModelConfig
+from alignkit.distributed.device import module_device, pick_device, precision
 
 
 class Policy(nn.Module):
@@ -39,6 +40,11 @@ class Policy(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self._merged = False
+        self.to(pick_device(cfg.device))
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self)
 
     # --- pieces -------------------------------------------------------------------------
     @property
@@ -84,21 +90,26 @@ class Policy(nn.Module):
     # --- forward ------------------------------------------------------------------------
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
                       reference: bool = False) -> Tensor:
-        """Last-layer hidden states of a left-padded batch (positions from the mask)."""
+        """Last-layer hidden states of a left-padded batch (positions from the mask), in
+        the LM head's dtype whatever autocast did in the trunk: the heads read them at the
+        weights' precision (fp32 unless model.dtype says otherwise)."""
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        out = self.trunk(reference)(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            use_cache=False,
-        )
-        return out.last_hidden_state
+        with precision(input_ids.device):
+            out = self.trunk(reference)(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                use_cache=False,
+            )
+        head_dtype = getattr(self.head(reference), "weight", out.last_hidden_state).dtype
+        return out.last_hidden_state.to(head_dtype)
 
     def values(self, hidden: Tensor) -> Tensor:
-        return self.value_head(hidden).squeeze(-1)
+        return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
     def adapter_state(self) -> dict[str, Tensor]:
         """Only what training changes: adapters (or the trained weights, never the frozen
-        reference copy) and the value head."""
-        return {k: v.detach().clone() for k, v in self.state_dict().items()
+        reference copy) and the value head — on the CPU, so a checkpoint or a broadcast
+        made on a GPU loads anywhere."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()
                 if "lora_" in k or "value_head" in k
                 or (not self.use_lora and not k.startswith("_ref."))}
 
@@ -128,21 +139,21 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0,
 # Rows of hidden states per chunk: [128, 49k] fp32 blocks (25 MB, reused from a pool) keep
 # the head matmul efficient and the log-softmax passes short.
 _CHUNK_ROWS = 128
-_pool: dict[tuple, Tensor] = {}  # (role, V, dtype) -> reusable [capacity, V] buffer
+_pool: dict[tuple, Tensor] = {}  # (role, V, dtype, device) -> reusable [capacity, V] buffer
 
 
-def _take_buffer(role: str, rows: int, cols: int, dtype: torch.dtype) -> Tensor:
+def _take_buffer(role: str, rows: int, cols: int, like: Tensor) -> Tensor:
     """A [≥ rows, cols] buffer reused between calls (slice it): a fresh 100 MB tensor
     costs ~25k page faults (≈ 0.1 s on this CPU) every time it is allocated. One buffer
     per role is kept, grown when a call needs more rows."""
-    buf = _pool.pop((role, cols, dtype), None)
+    buf = _pool.pop((role, cols, like.dtype, like.device), None)
     if buf is None or buf.size(0) < rows:
-        buf = torch.empty(rows, cols, dtype=dtype)
+        buf = torch.empty(rows, cols, dtype=like.dtype, device=like.device)
     return buf
 
 
 def _give_back(role: str, buf: Tensor) -> None:
-    _pool[(role, buf.size(1), buf.dtype)] = buf
+    _pool[(role, buf.size(1), buf.dtype, buf.device)] = buf
 
 
 def log_prob_from_softmax(z: Tensor, p: Tensor, tokens: Tensor) -> Tensor:
@@ -176,12 +187,12 @@ class _HeadLogprob(torch.autograd.Function):
         need_w = ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2])
         logp = hidden.new_empty(N)
         pw = hidden.new_empty(N, weight.size(1)) if (need_h or want_entropy) else None
-        p_all = _take_buffer("softmax", N, V, hidden.dtype) if need_w else None
+        p_all = _take_buffer("softmax", N, V, hidden) if need_w else None
         pb = hidden.new_empty(N) if (want_entropy and bias is not None) else None
         wt = weight.t()
         rows = max(1, min(_CHUNK_ROWS, N))
-        z_buf = _take_buffer("logits", rows, V, hidden.dtype)
-        p_buf = None if p_all is not None else _take_buffer("probs", rows, V, hidden.dtype)
+        z_buf = _take_buffer("logits", rows, V, hidden)
+        p_buf = None if p_all is not None else _take_buffer("probs", rows, V, hidden)
         for i in range(0, N, rows):
             j = min(i + rows, N)
             z = z_buf[: j - i]

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from alignkit.distributed.device import module_device, pick_device, precision
 from alignkit.models.loading import SMOLLM2, TINY, load_causal_lm, load_tokenizer
 
 META = "alignkit_reward.json"
@@ -45,7 +46,8 @@ def load_backbone(name: str, policy_name: str, tiny_layers: int = 2, tiny_hidden
 
 class RewardModel(nn.Module):
     def __init__(self, backbone: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                 max_length: int = 96, pooling: str | None = None) -> None:
+                 max_length: int = 96, pooling: str | None = None, device: str = "auto"
+                 ) -> None:
         super().__init__()
         self.backbone, self.tokenizer, self.max_length = backbone, tokenizer, max_length
         if tokenizer.pad_token is None:
@@ -60,21 +62,30 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.register_buffer("norm_mean", torch.zeros(()))
         self.register_buffer("norm_std", torch.ones(()))
+        self.to(pick_device(device))  # 'auto': a CUDA GPU when torch sees one
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self)
 
     def encode(self, prompts: list[str], completions: list[str]) -> dict[str, Tensor]:
-        return self.tokenizer(prompts, completions, return_tensors="pt", padding=True,
-                              truncation=True, max_length=self.max_length)
+        """Tokenised pairs, on the model's device, as keyword arguments of ``forward``."""
+        enc = self.tokenizer(prompts, completions, return_tensors="pt", padding=True,
+                             truncation=True, max_length=self.max_length)
+        return {k: v.to(self.device) for k, v in enc.items()
+                if k in ("input_ids", "attention_mask", "token_type_ids")}
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **kw) -> Tensor:
-        """Raw reward logits, one per row."""
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kw)
-        h = out.last_hidden_state
+        """Raw reward logits, one per row (fp32; the backbone under the device's precision)."""
+        with precision(input_ids.device):
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        h = out.last_hidden_state.to(self.head.weight.dtype)
         m = attention_mask.to(h.dtype)
         if self.pooling == "mean":
             pooled = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)
         else:
-            last = (m * torch.arange(m.size(1), dtype=h.dtype)).argmax(1)
-            pooled = h[torch.arange(h.size(0)), last]
+            last = (m * torch.arange(m.size(1), dtype=h.dtype, device=m.device)).argmax(1)
+            pooled = h[torch.arange(h.size(0), device=h.device), last]
         return self.head(pooled).squeeze(-1)
 
     @torch.no_grad()
@@ -84,16 +95,15 @@ class RewardModel(nn.Module):
         self.eval()
         out = []
         for i in range(0, len(prompts), batch_size):
-            enc = self.encode(prompts[i : i + batch_size], completions[i : i + batch_size])
-            out.append(self(enc["input_ids"], enc["attention_mask"],
-                            **({"token_type_ids": enc["token_type_ids"]}
-                               if "token_type_ids" in enc else {})))
+            out.append(self(**self.encode(prompts[i : i + batch_size],
+                                          completions[i : i + batch_size])).cpu())
         self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0)
 
     def score(self, prompts: list[str], completions: list[str]) -> Tensor:
         """Normalised reward: (r − mean) / std of the reference set."""
-        return (self.raw_scores(prompts, completions) - self.norm_mean) / self.norm_std
+        return (self.raw_scores(prompts, completions) - float(self.norm_mean)) \
+            / float(self.norm_std)
 
     def set_normalisation(self, raw: Tensor) -> None:
         self.norm_mean.fill_(float(raw.mean()))
@@ -112,7 +122,8 @@ class RewardModel(nn.Module):
         (path / META).write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> RewardModel:
+    def load(cls, path: str | Path, device: str = "auto") -> RewardModel:
+        """A saved reward model, on ``device`` ('auto' = a CUDA GPU when there is one)."""
         path = Path(path)
         if not (path / META).exists():
             raise FileNotFoundError(f"reward model '{path}' has no {META} — train one with "
@@ -120,7 +131,7 @@ class RewardModel(nn.Module):
         meta = json.loads((path / META).read_text())
         backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
         rm = cls(backbone, AutoTokenizer.from_pretrained(path), meta["max_length"],
-                 meta["pooling"])
+                 meta["pooling"], device)
         rm.head.load_state_dict(load_file(path / HEAD))
         rm.norm_mean.fill_(meta["norm_mean"])
         rm.norm_std.fill_(meta["norm_std"])
@@ -143,13 +154,13 @@ class RewardEnsemble:
         return [path] + [path.with_name(f"{path.name}_{i}") for i in range(1, n)]
 
     @classmethod
-    def load(cls, path: str | Path) -> RewardEnsemble:
+    def load(cls, path: str | Path, device: str = "auto") -> RewardEnsemble:
         """``path`` and every ``path_1``, ``path_2``, … beside it."""
         paths, i = [Path(path)], 1
         while (nxt := Path(path).with_name(f"{Path(path).name}_{i}")).exists():
             paths.append(nxt)
             i += 1
-        return cls([RewardModel.load(p) for p in paths])
+        return cls([RewardModel.load(p, device) for p in paths])
 
     def member_scores(self, prompts: list[str], completions: list[str]) -> Tensor:
         """[members, samples] normalised rewards."""

@@ -61,13 +61,11 @@ def _batch_rewards(rm: RewardModel, groups: list[list[Pair]]
             for text in (p.chosen, p.rejected):
                 index.setdefault((p.prompt, text), len(index))
     keys = list(index)
-    enc = rm.encode([k[0] for k in keys], [k[1] for k in keys])
-    extra = {"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}
-    r = rm(enc["input_ids"], enc["attention_mask"], **extra)
+    r = rm(**rm.encode([k[0] for k in keys], [k[1] for k in keys]))
     flat = [p for g in groups for p in g]
-    ci = torch.tensor([index[(p.prompt, p.chosen)] for p in flat])
-    ri = torch.tensor([index[(p.prompt, p.rejected)] for p in flat])
-    margin = torch.tensor([p.margin for p in flat], dtype=r.dtype)
+    ci = torch.tensor([index[(p.prompt, p.chosen)] for p in flat], device=r.device)
+    ri = torch.tensor([index[(p.prompt, p.rejected)] for p in flat], device=r.device)
+    margin = torch.tensor([p.margin for p in flat], dtype=r.dtype, device=r.device)
     return r[ci], r[ri], margin
 
 
@@ -79,8 +77,8 @@ def evaluate_pairs(rm: RewardModel, pairs: list[Pair], batch_prompts: int = 16
     cs, rs = [], []
     for i in range(0, len(groups), batch_prompts):
         c, r, _ = _batch_rewards(rm, groups[i : i + batch_prompts])
-        cs.append(c)
-        rs.append(r)
+        cs.append(c.cpu())
+        rs.append(r.cpu())
     return (torch.cat(cs), torch.cat(rs)) if cs else (torch.zeros(0), torch.zeros(0))
 
 
@@ -125,7 +123,8 @@ def train_reward_model(rm: RewardModel, pairs: list[Pair], cfg: RewardConfig,
     rm.set_normalisation(raw)
     c, r = evaluate_pairs(rm, held or train)
     ece, bins = calibration_bins(c, r)
-    counts, edges = np.histogram(((raw - rm.norm_mean) / rm.norm_std).numpy(), bins=20)
+    counts, edges = np.histogram(((raw - float(rm.norm_mean)) / float(rm.norm_std)).numpy(),
+                                 bins=20)
     sources: dict[str, int] = defaultdict(int)
     for p in pairs:
         sources[p.source] += 1

@@ -45,7 +45,7 @@ def sequence_logprobs(policy: Policy, tok: PreTrainedTokenizerBase, prompts: lis
     q, qm, r, rm = _encode(tok, prompts, completions, cfg)
     logp, _, _ = response_forward(policy, q, qm, r, rm, 1.0, reference=reference,
                                   with_values=False)
-    return (logp * rm).sum(1)
+    return (logp * rm.to(logp.device)).sum(1)
 
 
 @torch.no_grad()

@@ -105,7 +105,7 @@ class PPOTrainer:
         ref_logp = ref_logp * mask
         t2 = time.perf_counter()
         texts = gen.texts(self.tok)
-        scores = self.scorer(prompts, texts, gen).float()
+        scores = self.scorer(prompts, texts, gen).float().to(mask.device)
         raw_scores = scores.clone()
         if cfg.missing_eos_penalty is not None:
             scores = scores - cfg.missing_eos_penalty * (~gen.ended).float()
@@ -156,7 +156,7 @@ class PPOTrainer:
             "val/clipfrac_avg", "policy/entropy_avg", "val/ratio")}
         self.policy.train(False)  # dropout stays off: the ratio must be exactly 1 at start
         for _ in range(cfg.epochs):
-            order = torch.randperm(B, generator=rng)
+            order = torch.randperm(B, generator=rng).to(roll.response_mask.device)
             for start in range(0, B, mb):
                 part = roll.select(order[start : start + mb])
                 logp, entropy, values = response_forward(
@@ -260,7 +260,9 @@ class PPOTrainer:
             if not pointer.exists():
                 return False
             path = self.ckpt_dir / pointer.read_text().strip()
-        state = torch.load(path / "state.pt", weights_only=False)
+        # map to CPU: a checkpoint written on a GPU resumes on a laptop; load_state_dict
+        # copies into the policy's device, the optimizer moves its state to its params'.
+        state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")
         missing = self.policy.load_state_dict(state["weights"], strict=False)
         if missing.unexpected_keys:
             raise RuntimeError(f"checkpoint {path} does not match the policy: "

@@ -32,6 +32,10 @@ class Rollout:
     def select(self, idx: Tensor) -> Rollout:
         return Rollout(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
+    def to(self, device: torch.device | str) -> Rollout:
+        """The same rollout on ``device`` (CPU to ship it between processes)."""
+        return Rollout(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
     @property
     def input_ids(self) -> Tensor:
         return torch.cat([self.query_ids, self.response_ids], dim=1)
@@ -52,6 +56,9 @@ def response_forward(policy: Policy, query_ids: Tensor, query_mask: Tensor,
     so no [B, T, vocab] logits live for backward. Log-probs and entropies are 0 outside
     the mask.
     """
+    dev = policy.device
+    query_ids, query_mask = query_ids.to(dev), query_mask.to(dev)
+    response_ids, response_mask = response_ids.to(dev), response_mask.to(dev)
     ids = torch.cat([query_ids, response_ids], 1)
     mask = torch.cat([query_mask, response_mask.to(query_mask.dtype)], 1)
     P, T = query_ids.size(1), response_ids.size(1)

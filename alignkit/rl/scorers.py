@@ -18,7 +18,8 @@ def token_share_scorer(token_ids: Tensor) -> Scorer:
     """
 
     def score(prompts: list[str], texts: list[str], gen: Generation) -> Tensor:
-        hits = torch.isin(gen.response_ids, token_ids).float() * gen.response_mask
+        hits = torch.isin(gen.response_ids, token_ids.to(gen.response_ids.device)).float()
+        hits = hits * gen.response_mask
         return hits.sum(1) / gen.response_mask.sum(1).clamp_min(1.0)
 
     return score

@@ -25,6 +25,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
+from alignkit.distributed.device import module_device, precision
 from alignkit.feedback.pairs import Pair
 from alignkit.safety.constitution import Constitution, Principle
 
@@ -103,11 +104,13 @@ class LogProbLabeler:
                 enc = tok(list(texts[s : s + self.batch_size]), return_tensors="pt",
                           padding=True, truncation=True, max_length=self.max_length,
                           padding_side="left", add_special_tokens=False)
-                pos = (enc.attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-                logits = self.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                                    position_ids=pos, use_cache=False,
-                                    logits_to_keep=1).logits[:, -1]
-                out.append(option_probability(logits[:, list(self._ids)]))
+                dev = module_device(self.model)
+                ids, attn = enc.input_ids.to(dev), enc.attention_mask.to(dev)
+                pos = (attn.long().cumsum(-1) - 1).clamp_min(0)
+                with precision(dev):
+                    logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos,
+                                        use_cache=False, logits_to_keep=1).logits[:, -1]
+                out.append(option_probability(logits[:, list(self._ids)]).cpu())
         finally:
             tok.truncation_side = side
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from alignkit.distributed.device import module_device
 from alignkit.feedback.pairs import Pair
 
 DEFAULT_CONSTITUTION = Path(__file__).resolve().parents[2] / "constitutions" / "default.yaml"
@@ -147,8 +148,9 @@ class LMGenerator:
                                add_special_tokens=False)
                 torch.manual_seed(self.seed * 1_000_003 + self.calls * 7919 + start)
                 sampling = self.temperature > 0
+                dev = module_device(self.model)
                 gen = self.model.generate(
-                    input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                    input_ids=enc.input_ids.to(dev), attention_mask=enc.attention_mask.to(dev),
                     max_new_tokens=self.max_new_tokens, do_sample=sampling,
                     temperature=self.temperature if sampling else None,
                     top_p=self.top_p if sampling else None, top_k=None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from alignkit.distributed.device import precision
 from alignkit.models.policy import Policy
 
 
@@ -67,9 +68,12 @@ def build_batch(tokenizer, records: Sequence[dict], max_length: int = 256,
 
 def completion_nll(policy: Policy, ids: Tensor, attn: Tensor, tgt: Tensor) -> Tensor:
     """Mean −log p(token) over target positions (token t is predicted from position t−1)."""
+    dev = policy.device
+    ids, attn, tgt = ids.to(dev), attn.to(dev), tgt.to(dev)
     pos = (attn.long().cumsum(-1) - 1).clamp_min(0)
-    logits = policy.lm(input_ids=ids, attention_mask=attn, position_ids=pos,
-                       use_cache=False).logits[:, :-1]
+    with precision(dev):
+        logits = policy.lm(input_ids=ids, attention_mask=attn, position_ids=pos,
+                           use_cache=False).logits[:, :-1]
     logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
     mask = tgt[:, 1:].float()
     return -(logp * mask).sum() / mask.sum().clamp_min(1.0)
