@@ -78,7 +78,7 @@ def shape_rewards(scores: Tensor, kl: Tensor, mask: Tensor, beta: float) -> Tens
     """
     rewards = -beta * kl * mask.to(kl.dtype)
     idx = last_token_index(mask)
-    rewards[torch.arange(rewards.size(0)), idx] += scores.to(rewards.dtype)
+    rewards[torch.arange(rewards.size(0), device=rewards.device), idx] += scores.to(rewards.dtype)
     return rewards
 
 
