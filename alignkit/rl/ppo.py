@@ -126,7 +126,8 @@ class PPOTrainer:
             returns = torch.zeros_like(adv)
         if cfg.whiten_advantages:
             adv = M.masked_whiten(adv, mask)
-        roll = Rollout(q, qm, gen.response_ids, mask, gen.logprobs, ref_logp, gen.values,
+        roll = Rollout(gen.query_ids, gen.query_mask, gen.response_ids, mask, gen.logprobs,
+                       ref_logp, gen.values,
                        scores, kl, adv, returns)
         kl_sum = kl.sum(1)
         stats = {
