@@ -26,6 +26,15 @@ class DistributedConfig(BaseModel):
         2, ge=1, description="Rollout actors, each with its own copy of the policy; every PPO "
         "batch is split between them by prompt.",
     )
+    num_learners: int = Field(
+        1, ge=1, description="Data-parallel learner actors: each updates on its slice of every "
+        "minibatch and gradients are averaged with torch.distributed (gloo on CPUs, NCCL on "
+        "GPUs) through a ray.util.collective group; 1 = a single learner, no group.",
+    )
+    learner_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="Collective backend of the learners; 'auto' = NCCL when they "
+        "reserve GPUs (learner_gpus > 0, placement 'separate'), else gloo.",
+    )
     max_weight_lag: int = Field(
         1, ge=0, description="Updates a rollout's weights may trail the learner by; 0 = "
         "strictly on-policy (same maths as local), 1 lets the next rollout overlap the "

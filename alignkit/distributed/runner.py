@@ -1,13 +1,15 @@
-"""PPO on a Ray cluster: rollout workers sample, one learner updates, weights flow back.
+"""PPO on a Ray cluster: rollout workers sample, learners update, weights flow back.
 
 Per step the driver (this process) splits the step's prompts between the workers by
 prompt group, waits for the shards, drops any whose weights trail the learner by more
 than ``max_weight_lag`` updates (and resamples them), and hands the shards' tensors to the
-learner by reference — they never pass through the driver. The learner answers with the
-step's metrics and the new LoRA weights, which go to the object store once and reach each
-worker with its next task. With ``max_weight_lag >= 1`` the next step's rollouts are
-submitted before the update, so sampling overlaps learning (one-step off-policy, as in
-asynchronous RLHF).
+learners by reference — they never pass through the driver. With ``num_learners`` > 1 the
+learners form a ``ray.util.collective`` group (torch.distributed gloo, or NCCL on GPUs):
+each updates on its slice of every minibatch and gradients are averaged, so all ranks keep
+the same weights. Rank 0 answers with the step's metrics and the new LoRA weights, which go
+to the object store once and reach each worker with its next task. With
+``max_weight_lag >= 1`` the next step's rollouts are submitted before the update, so
+sampling overlaps learning (one-step off-policy, as in asynchronous RLHF).
 
 A worker that dies is restarted by Ray (``max_restarts``); the shards it held are
 resampled, so the run loses at most those rollouts. metrics.jsonl, samples.jsonl and
@@ -141,8 +143,13 @@ class RayPPO:
         learner_res = ({"num_cpus": cfg.learner_cpus, "num_gpus": cfg.learner_gpus} if separate
                        else {"num_cpus": 0})
         spec_l = _with_threads(spec, max(1, int(cfg.learner_cpus)) if separate else threads)
-        self.learner = ray.remote(Learner).options(**learner_res, **opts).remote(
-            spec_l, prompts, str(self.out_dir))
+        n = cfg.num_learners
+        self.group = f"alignkit-learners-{secrets.token_hex(4)}" if n > 1 else None
+        self.learners = [ray.remote(Learner).options(**learner_res, **opts).remote(
+            spec_l, prompts, str(self.out_dir), rank, n, self.group) for rank in range(n)]
+        self.learner = self.learners[0]  # rank 0: logs, checkpoints, weights
+        if n > 1:
+            self._form_learner_group(learner_res)
         self.scorer = (ray.remote(RemoteScorer).options(num_cpus=0, **opts).remote(_with_threads(
             spec, 1)) if separate else None)
         self._worker_cls = ray.remote(RolloutWorker).options(
@@ -155,11 +162,25 @@ class RayPPO:
         self.lost = 0  # shards lost to dead workers, over the run
         self.dropped = 0  # shards older than max_weight_lag, over the run
 
+    def _form_learner_group(self, learner_res: dict) -> None:
+        """Declare the learners a collective group and give every rank rank 0's weights."""
+        from ray.util import collective
+
+        backend = self.cfg.learner_backend
+        if backend == "auto":
+            backend = "nccl" if learner_res.get("num_gpus", 0) > 0 else "gloo"
+        n = len(self.learners)
+        collective.create_collective_group(self.learners, n, list(range(n)), backend=backend,
+                                           group_name=self.group)
+        ray = _ray()
+        weights = ray.get(self.learner.state.remote())[2]
+        ray.get([rank.set_weights.remote(weights) for rank in self.learners[1:]])
+
     # --- state ------------------------------------------------------------------------------
     def load_checkpoint(self) -> bool:
-        """Restore the learner's latest checkpoint (logs cut back to it, as locally)."""
+        """Restore the latest checkpoint on every learner (logs cut back to it, as locally)."""
         ray = _ray()
-        ok = ray.get(self.learner.load_checkpoint.remote())
+        ok = ray.get([rank.load_checkpoint.remote() for rank in self.learners])[0]
         self.step = ray.get(self.learner.state.remote())[0]
         log = self.out_dir / "distributed.jsonl"
         if log.exists():
@@ -226,9 +247,11 @@ class RayPPO:
                 wait = time.perf_counter() - t0
                 last = step + 1 == total or stop.requested
                 checkpoint = (step + 1) % ppo.checkpoint_every == 0 or last
-                stats_ref, weights_ref = self.learner.learn.options(num_returns=2).remote(
-                    step, metas, wait, checkpoint, *payloads)
-                stats = ray.get(stats_ref)
+                refs = [rank.learn.options(num_returns=2).remote(
+                    step, metas, wait, checkpoint, *payloads) for rank in self.learners]
+                stats = ray.get(refs[0][0])
+                weights_ref = refs[0][1]
+                ray.get([r[0] for r in refs[1:]])  # ranks stay in lockstep; errors surface
                 version, kl_coef = stats["step"], stats["kl_coef"]
                 self.step = version
                 self._log_distributed(step, metas, lags)
@@ -295,7 +318,8 @@ class RayPPO:
         self.workers.remove(worker)
 
     def _log_distributed(self, step: int, metas: list[RolloutMeta], lags: list[int]) -> None:
-        rec = {"step": step + 1, "weight_versions": [m.version for m in metas],
+        rec = {"step": step + 1, "learners": len(self.learners),
+               "weight_versions": [m.version for m in metas],
                "weight_lag_max": max(lags), "shards": len(metas),
                "dropped_total": self.dropped, "lost_total": self.lost,
                "worker_pids": [m.pid for m in metas]}
@@ -304,9 +328,12 @@ class RayPPO:
 
     def shutdown(self) -> None:
         ray = _ray()
-        for actor in [*self.workers, self.learner, self.scorer]:
+        for actor in [*self.workers, *self.learners, self.scorer]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
+        if self.group is not None:  # the group's bookkeeping actor is detached: remove it
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor("info_" + self.group))
 
 
 def train_on_ray(spec: WorkerSpec, prompts: list[str], out_dir: str | Path,

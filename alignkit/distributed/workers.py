@@ -3,9 +3,11 @@
 - ``RolloutWorker``: a copy of the policy for sampling, its reference (adapters off) and,
   colocated, the scorer. It runs ``PPOTrainer.rollout`` on a shard of the step's prompts
   with the LoRA weights of a given version, and records that version.
-- ``Learner``: the one ``PPOTrainer`` that owns the optimizer. It merges the shards,
-  whitens advantages over the whole batch, runs ``PPOTrainer.update``, logs metrics and
-  writes checkpoints into the run directory, and hands back the new adapter weights.
+- ``Learner``: a ``PPOTrainer`` that owns an optimizer. It merges the shards, whitens
+  advantages over the whole batch and runs ``PPOTrainer.update``. With several learners
+  (data parallel) every rank does this on its slice of each minibatch and gradients are
+  averaged; rank 0 alone logs metrics, writes checkpoints into the run directory and hands
+  back the new adapter weights.
 - ``RemoteScorer``: the reward model as an actor of its own (placement 'separate').
 
 They stay plain classes so they can be tested in one process without Ray.
@@ -25,6 +27,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
+from alignkit.distributed.data_parallel import RayCollective
 from alignkit.generation import Generation
 from alignkit.models.loading import load_causal_lm, load_tokenizer, set_threads, stop_token_ids
 from alignkit.models.policy import Policy
@@ -210,18 +213,29 @@ def _no_scorer(prompts, texts, gen):  # noqa: ARG001
 
 
 class Learner:
-    def __init__(self, spec: WorkerSpec, prompts: list[str], out_dir: str | Path) -> None:
+    def __init__(self, spec: WorkerSpec, prompts: list[str], out_dir: str | Path,
+                 rank: int = 0, world: int = 1, group: str | None = None) -> None:
         set_threads(spec.threads)
         self.tok, self.policy, stop_ids = build_policy(spec)
         self.trainer = PPOTrainer(self.policy, self.tok, prompts, _no_scorer, spec.ppo,
                                   spec.generate, Path(out_dir), stop_ids, spec.chat_template)
+        self.rank = rank
+        if world > 1:
+            if group is None:
+                raise ValueError("Learner: world > 1 needs the collective group's name")
+            self.trainer.data_parallel = RayCollective(rank, world, group)
+
+    def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Start from rank 0's weights: ranks must agree bit for bit before the first step."""
+        self.policy.load_state_dict(weights, strict=False)
 
     def batch_prompts(self, steps: list[int]) -> dict[int, list[str]]:
         """The prompts of each step, drawn exactly as the local trainer draws them."""
         return {s: self.trainer._batch_prompts(s) for s in steps}
 
     def load_checkpoint(self) -> bool:
-        return self.trainer.load_checkpoint()
+        # every rank restores weights and optimizer; only rank 0 owns (and cuts back) the logs
+        return self.trainer.load_checkpoint(keep_logs=self.rank != 0)
 
     def state(self) -> tuple[int, float, dict[str, torch.Tensor]]:
         """(version = completed updates, current β, adapter weights)."""
@@ -230,7 +244,8 @@ class Learner:
 
     def learn(self, step: int, metas: list[RolloutMeta], rollout_wait: float, checkpoint: bool,
               *payloads: RolloutPayload) -> tuple[dict, dict[str, torch.Tensor]]:
-        """One PPO update on the merged shards; logs the step like ``PPOTrainer.train``."""
+        """One PPO update on the merged shards; rank 0 logs the step like
+        ``PPOTrainer.train`` and returns the new weights (other ranks return none)."""
         t = self.trainer
         if step != t.step:
             raise RuntimeError(f"learner is at step {t.step}, got rollouts for step {step}")
@@ -250,6 +265,8 @@ class Learner:
                       "episodes": t.step * roll.query_ids.size(0),
                       "time/rollout": rollout_wait, "time/update": update_s,
                       "time/step": rollout_wait + update_s})
+        if self.rank != 0:
+            return stats, {}
         t._log(stats, prompts, texts, roll)
         if checkpoint:
             t.save_checkpoint()

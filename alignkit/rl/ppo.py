@@ -22,6 +22,12 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from alignkit.config import GenerateConfig, PPOConfig
+from alignkit.distributed.data_parallel import (
+    DataParallel,
+    average_gradients,
+    average_stats,
+    rank_slice,
+)
 from alignkit.generation import encode_prompts, sample
 from alignkit.models.policy import Policy
 from alignkit.rl import math as M
@@ -78,6 +84,9 @@ class PPOTrainer:
         self.kl_ctl: FixedKL = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl,
                                                   cfg.kl_horizon)
         self.step = 0  # completed iterations
+        # Set by a data-parallel learner: this rank updates on its slice of each minibatch
+        # and gradients are averaged over the ranks before every optimizer step.
+        self.data_parallel: DataParallel | None = None
 
     # --- rollout ------------------------------------------------------------------------
     def _batch_prompts(self, step: int) -> list[str]:
@@ -151,7 +160,13 @@ class PPOTrainer:
         cfg = self.cfg
         B = roll.query_ids.size(0)
         mb = max(1, B // cfg.minibatches)
-        rng = torch.Generator().manual_seed(cfg.seed * 104729 + step)
+        rng = torch.Generator().manual_seed(cfg.seed * 104729 + step)  # same on every rank
+        dp = self.data_parallel
+        if dp is not None and mb < dp.world:
+            raise ValueError(f"distributed.num_learners ({dp.world}) exceeds the minibatch size "
+                             f"({mb} = {B} rollouts / ppo.minibatches) — use fewer learners or "
+                             "fewer minibatches")
+        params = self.policy.trainable_parameters()
         logs: dict[str, list[float]] = {k: [] for k in (
             "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg",
             "val/clipfrac_avg", "policy/entropy_avg", "val/ratio")}
@@ -159,7 +174,7 @@ class PPOTrainer:
         for _ in range(cfg.epochs):
             order = torch.randperm(B, generator=rng).to(roll.response_mask.device)
             for start in range(0, B, mb):
-                part = roll.select(order[start : start + mb])
+                part = roll.select(rank_slice(order[start : start + mb], dp))
                 logp, entropy, values = response_forward(
                     self.policy, part.query_ids, part.query_mask, part.response_ids,
                     part.response_mask, self.gen_cfg.temperature,
@@ -179,8 +194,9 @@ class PPOTrainer:
                     loss = loss + self.kl_ctl.value * M.masked_mean(kl_now, m)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(),
-                                               cfg.max_grad_norm)
+                if dp is not None:  # token-weighted: the step one learner would take
+                    average_gradients(params, dp, float(m.sum()))
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
                     ratio = M.masked_mean(torch.exp(logp - part.logprobs), m)
@@ -189,7 +205,8 @@ class PPOTrainer:
                 logs["loss/policy_avg"].append(pg_loss.item())
                 logs["policy/entropy_avg"].append(M.masked_mean(entropy, m).item())
                 logs["val/ratio"].append(ratio.item())
-        return {k: float(np.mean(v)) for k, v in logs.items() if v}
+        stats = {k: float(np.mean(v)) for k, v in logs.items() if v}
+        return stats if dp is None else average_stats(stats, dp, roll.response_mask.device)
 
     # --- loop ---------------------------------------------------------------------------
     def train(self, steps: int | None = None, on_step: Callable[[dict], None] | None = None,
