@@ -20,6 +20,7 @@ from rich.progress import Progress
 
 from alignkit.config import RunConfig
 from alignkit.data.prompts import load_prompts, split_prompts
+from alignkit.distributed.device import describe, pick_device
 from alignkit.evaluate.before_after import judge_comparison
 from alignkit.evaluate.metrics import distinct_n
 from alignkit.evaluate.summary import build_report, mean_key
@@ -90,6 +91,7 @@ class Cycle:
                                     m.tiny_hidden, self.cfg.seed)
                 self._stop_ids = stop_token_ids(self.tokenizer, lm)
                 self._policy = Policy(lm, m)
+            self.console.print(f"policy {m.name} on {describe(self._policy.device)}")
         return self._policy
 
     @property
@@ -554,6 +556,8 @@ class Cycle:
     def stage_report(self, resume: bool) -> str:
         report = build_report(self.run, self.cfg)
         report["run"]["stop_reason"] = self.stop_reason
+        report["run"]["device"] = describe(self._policy.device if self._policy is not None
+                                           else pick_device(self.cfg.model.device))
         write_json_atomic(self.run.report_json, report)
         try:
             from alignkit.evaluate.report import write_report

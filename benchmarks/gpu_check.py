@@ -206,10 +206,14 @@ def smollm2_arch(tok, device: str) -> tuple[Policy, list[int]]:
     return Policy(lm, ModelConfig(name=SMOLLM2, device=device)), stop_token_ids(tok, lm)
 
 
-def check_throughput(tok, work: Path, iters: int, cpu_threads: int) -> None:
+def _median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def check_throughput(tok, work: Path, iters: int, cpu_threads: int, with_cpu: bool) -> None:
     shapes = {"default": {"prompts_per_step": 16, "samples_per_prompt": 2, "new_tokens": 24},
               "large": {"prompts_per_step": 64, "samples_per_prompt": 4, "new_tokens": 64}}
-    for device in dict.fromkeys((GPU, "cpu")):
+    for device in dict.fromkeys((GPU, "cpu") if with_cpu else (GPU,)):
         for name, shape in shapes.items():
             if device == "cpu" and name == "large":
                 continue  # minutes per iteration: the default shape makes the comparison
@@ -225,10 +229,13 @@ def check_throughput(tok, work: Path, iters: int, cpu_threads: int) -> None:
                 gen_tokens = [s["response/length"] for s in steps]
                 steady = times[1:]  # the first iteration pays for CUDA kernels' warm-up
                 batch = shape["prompts_per_step"] * shape["samples_per_prompt"]
-                per_iter = sorted(steady)[len(steady) // 2]
+                per_iter = _median(steady)
                 rec.update(device=describe(pick_device(device)), batch=batch,
                            new_tokens=shape["new_tokens"], iters=len(steady),
                            median_s_per_iter=round(per_iter, 3),
+                           **{f"median_s_{k}": round(_median([s[f"time/{k}"]
+                                                               for s in steps[1:]]), 3)
+                              for k in ("generation", "reference", "scoring", "update")},
                            generated_tokens_per_s=round(batch * sum(gen_tokens[1:])
                                                         / len(steady) / per_iter, 1))
                 if device.startswith("cuda"):
@@ -248,6 +255,7 @@ def main() -> None:
     ap.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--only", default="parity,learning,stages,throughput")
     ap.add_argument("--device", default="cuda", help="'cpu' dry-runs the script itself.")
+    ap.add_argument("--no-cpu", action="store_true", help="Skip the CPU throughput baseline.")
     args = ap.parse_args()
     global GPU
     GPU = args.device
@@ -272,7 +280,7 @@ def main() -> None:
         if "stages" in only:
             check_stages(tok, work)
         if "throughput" in only:
-            check_throughput(tok, work, args.iters, args.cpu_threads)
+            check_throughput(tok, work, args.iters, args.cpu_threads, not args.no_cpu)
     args.out.write_text(json.dumps(RESULTS, indent=2))
     failed = [k for k, v in RESULTS.items() if isinstance(v, dict) and v.get("ok") is False]
     print(f"gpu check: {len(failed)} section(s) failed{': ' + ', '.join(failed) if failed else ''}")

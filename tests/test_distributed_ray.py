@@ -135,3 +135,34 @@ def test_ray_on_policy_reproduces_local_and_resumes_a_local_checkpoint(tmp_path)
     dist = [json.loads(x) for x in (tmp_path / "ray" / "distributed.jsonl").read_text()
             .splitlines()]
     assert [d["weight_versions"] for d in dist] == [[0], [1], [2]]  # always the newest
+
+
+@pytest.mark.slow
+def test_two_data_parallel_learners_learn_and_agree(tmp_path):
+    """2 rollout workers + 2 learners in a gloo group on the 2-CPU cluster: the run has the
+    local metric keys, the synthetic reward rises, the ranks hold the same weights and
+    the group's detached bookkeeping actor is gone after shutdown."""
+    torch.set_num_threads(1)
+    cfg = DistributedConfig(backend="ray", num_cpus=2, num_rollout_workers=2, num_learners=2,
+                            max_weight_lag=1, worker_cpus=1)
+    out = tmp_path / "run"
+    scores: list[float] = []
+    with ray_session(cfg):
+        runner = RayPPO(_spec(STEPS), PROMPTS, out, cfg)
+        assert runner.train(on_step=lambda s: scores.append(s["objective/scores"])) \
+            == "steps done"
+        w0, w1 = ray.get([rank.state.remote() for rank in runner.learners])
+        group = runner.group
+        runner.shutdown()
+        with pytest.raises(ValueError):
+            ray.get_actor("info_" + group)
+    assert w0[0] == w1[0] == STEPS
+    for k in w0[2]:
+        assert torch.equal(w0[2][k], w1[2][k]), k
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert set(lines[0]) == _local_keys(tmp_path / "local")
+    dist = [json.loads(x) for x in (out / "distributed.jsonl").read_text().splitlines()]
+    assert {d["learners"] for d in dist} == {2}
+    start, end = sum(scores[:3]) / 3, sum(scores[-5:]) / 5
+    assert start < 0.75, scores
+    assert end > 0.8 and end > start + 0.15, scores

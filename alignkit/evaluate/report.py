@@ -561,8 +561,9 @@ def _kpis(run: Run) -> str:
                            kind="alarm" if n else "ok"))
     total = _num(meta.get("seconds_total")) or sum(run.stage_seconds().values()) or None
     if total:
+        where = f" on {meta['device']}" if meta.get("device") else ""
         cards.append(_card("Wall time", _duration(total),
-                           f"{len(run.stage_seconds())} stages"))
+                           f"{len(run.stage_seconds())} stages{where}"))
     hero = " story" if cards and 'class="card hero"' in cards[0] else ""
     return f'<div class="cards{hero}">{"".join(cards)}</div>' if cards else ""
 
