@@ -415,22 +415,24 @@ class Cycle:
                                     guard=guard)
         finally:
             tracker.close()
-        if outcome.startswith("guard:"):  # a guard stop finishes PPO; evaluation goes on
+        self._policy_loaded_step = trainer.step
+        return self._after_guard(outcome)
+
+    def _after_guard(self, outcome: str) -> str:
+        """A guard stop finishes PPO; evaluation goes on."""
+        if outcome.startswith("guard:"):
             self.console.print(f"PPO stopped by the guard: {outcome}", markup=False)
             self._guard_stop = outcome
-            outcome = "steps done"
-        self._policy_loaded_step = trainer.step
+            return "steps done"
         return outcome
 
     def _ppo_on_ray(self, resume: bool, total: int) -> str:
-        """The same PPO on Ray rollout workers and a learner actor (alignkit.distributed)."""
-        from alignkit.distributed.runner import train_on_ray
+        """The same PPO on Ray rollout workers and learner actors (alignkit.distributed); the
+        guard runs here, on this process's policy as a mirror of the learners'."""
+        from alignkit.distributed.runner import DriverGuard, train_on_ray
         from alignkit.distributed.workers import WorkerSpec
 
         c = self.cfg
-        if c.guard.enabled:
-            raise RuntimeError("guard.enabled: the guard does not run on distributed.backend "
-                               "ray yet — set guard.enabled=false or distributed.backend=local")
         spec = WorkerSpec(model=c.model, ppo=c.ppo, generate=c.generate,
                           scorer=self._scorer_spec(), gold_judge=c.feedback.judge, seed=c.seed,
                           chat_template=c.data.chat_template)
@@ -443,15 +445,26 @@ class Cycle:
         def show(s: dict) -> None:
             self._step_printer(total, trackers[0])(s)
 
+        def make_guard(step: int) -> DriverGuard | None:
+            if not c.guard.enabled:
+                return None
+            mirror = self._trainer()
+            if step > 0:  # continuing: the guard's history is cut back to this step
+                mirror.load_checkpoint(keep_logs=True)
+            guard = self._guard(mirror, step > 0)
+            return DriverGuard(guard, mirror)
+
         try:
             outcome, weights = train_on_ray(spec, self.train_prompts, self.run.path,
                                             c.distributed, resume or self.round > 0,
-                                            on_start=start, on_step=show, steps=total)
+                                            on_start=start, on_step=show, steps=total,
+                                            make_guard=make_guard)
         finally:
             for t in trackers:
                 t.close()
+        outcome = self._after_guard(outcome)
         self.policy.load_state_dict(weights, strict=False)
-        self._policy_loaded_step = total if outcome == "steps done" else -1
+        self._policy_loaded_step = -1  # evaluation reloads the learner's final checkpoint
         return outcome
 
     def _guard(self, trainer: PPOTrainer, resume: bool):

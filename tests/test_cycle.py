@@ -192,14 +192,25 @@ def test_cycle_runs_ppo_on_ray(tmp_path):
     pytest.importorskip("ray")
     cfg = load_config(ROOT / "configs/tiny.yaml", {
         "distributed.backend": "ray", "distributed.num_rollout_workers": 2,
-        "distributed.num_cpus": 2, "guard.enabled": False, "ppo.steps": 3,
-        "generate.prompts": 8, "data.eval_prompts": 8})
+        "distributed.num_cpus": 2, "distributed.num_learners": 2, "ppo.steps": 4,
+        "guard.every": 1, "guard.kl_budget": 1e-3, "generate.prompts": 8,
+        "data.eval_prompts": 8})
     assert run_cycle(cfg, tmp_path) == "done"
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    assert (tmp_path / "distributed.jsonl").exists()
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    dist = [json.loads(x) for x in (tmp_path / "distributed.jsonl").read_text().splitlines()]
+    assert {d["learners"] for d in dist} == {2}
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["ppo"]["iterations"] == 3 and "after" in report["evaluation"]
+    assert report["ppo"]["iterations"] == 4 and "after" in report["evaluation"]
+    # the guard ran on the driver: held-out evaluations, and its tiny KL budget made it raise
+    # β on the learners, which the following steps' metrics show
+    guard = json.loads((tmp_path / "guard.json").read_text())
+    assert [e["step"] for e in guard["evaluations"]] == [0, 1, 2, 3, 4]
+    raised = [a for a in guard["alarms"] if a["action"].startswith("raise_beta")]
+    assert raised, guard["alarms"]
+    first = raised[0]
+    after = next(r for r in rows if r["step"] == first["step"] + 1)
+    assert after["kl_coef"] == pytest.approx(first["evidence"]["beta_after"])
 
 
 def test_ai_feedback_and_filter_feed_the_reward_model(tmp_path):

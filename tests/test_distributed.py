@@ -118,3 +118,49 @@ def test_device_helper_on_cpu():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA"):
             pick_device("cuda")
+
+
+def test_driver_guard_mirrors_the_learner_and_returns_what_must_go_back(tmp_path):
+    """The driver-side guard sees the learner's weights, step and β; a raised β and a
+    rollback come back so the runner can send them to the learners."""
+    from alignkit.distributed.runner import DriverGuard
+
+    spec = tiny_spec()
+    tok, policy, stop = build_policy(spec)
+    mirror = PPOTrainer(policy, tok, PROMPTS, spec.scorer(tok), spec.ppo, spec.generate,
+                        tmp_path, stop)
+    learner_weights = {k: v + 1.0 for k, v in policy.adapter_state().items()}
+    seen = {}
+
+    every3 = type("Cfg", (), {"enabled": True, "every": 3})()
+
+    class StubGuard:  # what Guard does on a KL alarm (raise β) and a rollback
+        cfg, rollbacks = every3, 0
+
+        def __call__(self, stats, prompts, texts):
+            seen.update(step=mirror.step, beta=mirror.kl_ctl.value,
+                        weights_match=all(torch.equal(policy.state_dict()[k], w)
+                                          for k, w in learner_weights.items()))
+            mirror.kl_ctl.value *= 2
+            for k, p in policy.named_parameters():
+                if "lora_B" in k:
+                    p.data.zero_()
+            self.rollbacks += 1
+            return "guard: proxy_gold at step 3; rolled back"
+
+    class QuietGuard:
+        cfg, rollbacks = every3, 0
+
+        def __call__(self, stats, prompts, texts):
+            return None
+
+    dg = DriverGuard(StubGuard(), mirror)
+    assert dg.due(3) and not dg.due(4)
+    verdict, beta, restored = dg({"step": 3, "kl_coef": 0.05}, ["p"], ["t"], learner_weights)
+    assert seen == {"step": 3, "beta": 0.05, "weights_match": True}
+    assert verdict.startswith("guard:") and beta == pytest.approx(0.1)
+    assert restored is not None and all(
+        torch.count_nonzero(v) == 0 for k, v in restored.items() if "lora_B" in k)
+    # a guard that neither raises β nor rolls back sends nothing back
+    quiet = DriverGuard(QuietGuard(), mirror)
+    assert quiet({"step": 3, "kl_coef": 0.05}, [], [], learner_weights) == (None, 0.05, None)

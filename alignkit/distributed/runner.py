@@ -123,6 +123,32 @@ def shard_prompts(prompts: list[str], group: int, n: int) -> list[list[str]]:
     return out
 
 
+class DriverGuard:
+    """The reward-hacking guard on the Ray backend: it runs on the driver, on a local mirror
+    trainer (the policy, scorer and held-out prompts the local backend would use) that gets
+    the learner's weights, step and β at each guard evaluation. What the guard changes —
+    β raised, weights rolled back — goes back to the learners; with ``max_weight_lag`` 1 a
+    raised β reaches the rollouts one step later than locally (the next step's rollouts
+    were already sampled)."""
+
+    def __init__(self, guard, mirror) -> None:  # guard.Guard, rl.ppo.PPOTrainer
+        self.guard, self.mirror = guard, mirror
+
+    def due(self, step: int) -> bool:
+        return self.guard.cfg.enabled and step % self.guard.cfg.every == 0
+
+    def __call__(self, stats: dict, prompts: list[str], texts: list[str], weights: dict
+                 ) -> tuple[str | None, float, dict | None]:
+        """(verdict, β from now on, weights to restore or None)."""
+        m = self.mirror
+        m.policy.load_state_dict(weights, strict=False)
+        m.step, m.kl_ctl.value = int(stats["step"]), float(stats["kl_coef"])
+        rollbacks = self.guard.rollbacks
+        verdict = self.guard(stats, prompts, texts)
+        restored = m.policy.adapter_state() if self.guard.rollbacks != rollbacks else None
+        return verdict, float(m.kl_ctl.value), restored
+
+
 class RayPPO:
     """The distributed counterpart of ``PPOTrainer``: ``load_checkpoint()``, ``train()``,
     ``adapter_state()``; same metrics, samples and checkpoints in ``out_dir``."""
@@ -209,8 +235,10 @@ class RayPPO:
 
     # --- loop -------------------------------------------------------------------------------
     def train(self, steps: int | None = None,
-              on_step: Callable[[dict], None] | None = None) -> str:
-        """Run until ``steps`` updates are done; 'steps done' or 'interrupted' (Ctrl-C)."""
+              on_step: Callable[[dict], None] | None = None,
+              guard: DriverGuard | None = None) -> str:
+        """Run until ``steps`` updates are done; 'steps done', 'interrupted' (Ctrl-C) or the
+        guard's verdict (a string starting with 'guard:')."""
         ray = _ray()
         ppo = self.spec.ppo
         total = ppo.steps if steps is None else steps
@@ -247,19 +275,39 @@ class RayPPO:
                 wait = time.perf_counter() - t0
                 last = step + 1 == total or stop.requested
                 checkpoint = (step + 1) % ppo.checkpoint_every == 0 or last
-                refs = [rank.learn.options(num_returns=2).remote(
+                refs = [rank.learn.options(num_returns=3).remote(
                     step, metas, wait, checkpoint, *payloads) for rank in self.learners]
                 stats = ray.get(refs[0][0])
-                weights_ref = refs[0][1]
+                weights_ref, batch_ref = refs[0][1], refs[0][2]
                 ray.get([r[0] for r in refs[1:]])  # ranks stay in lockstep; errors surface
                 version, kl_coef = stats["step"], stats["kl_coef"]
                 self.step = version
                 self._log_distributed(step, metas, lags)
                 if on_step:
                     on_step(stats)
+                if guard is not None and guard.due(version):
+                    verdict, kl_coef, weights_ref = self._guard_step(
+                        guard, stats, batch_ref, weights_ref)
+                    if verdict:
+                        ray.get(self.learner.checkpoint.remote())
+                        return verdict
                 if stop.requested:
                     return "interrupted"
         return "steps done"
+
+    def _guard_step(self, guard: DriverGuard, stats: dict, batch_ref, weights_ref
+                    ) -> tuple[str | None, float, object]:
+        """Run the guard on the driver; send a raised β or rolled-back weights to every
+        learner. Returns (verdict, β for the next rollouts, their weights' reference)."""
+        ray = _ray()
+        prompts, texts = ray.get(batch_ref)
+        verdict, beta, restored = guard(stats, prompts, texts, ray.get(weights_ref))
+        if beta != stats["kl_coef"]:
+            ray.get([rank.set_kl_coef.remote(beta) for rank in self.learners])
+        if restored is not None:
+            ray.get([rank.set_weights.remote(restored) for rank in self.learners])
+            weights_ref = ray.put(restored)
+        return verdict, beta, weights_ref
 
     def _collect(self, shards: list, submit: Callable, version: int
                  ) -> tuple[list[RolloutMeta], list, list[int]]:
@@ -340,11 +388,15 @@ def train_on_ray(spec: WorkerSpec, prompts: list[str], out_dir: str | Path,
                  cfg: DistributedConfig, resume: bool,
                  on_start: Callable[[int], None] | None = None,
                  on_step: Callable[[dict], None] | None = None,
-                 steps: int | None = None) -> tuple[str, dict]:
+                 steps: int | None = None,
+                 make_guard: Callable[[int], DriverGuard | None] | None = None
+                 ) -> tuple[str, dict]:
     """The whole PPO stage on Ray, for the cycle: join or start the cluster, resume from
     the run's checkpoint (``resume``) or clear stale logs, train, stop the actors.
 
-    ``on_start(step)`` runs once the starting step is known (trackers resume there);
+    ``on_start(step)`` runs once the starting step is known (trackers resume there), then
+    ``make_guard(step)`` builds the driver-side guard (after stale checkpoints are cleared,
+    so the guard's baseline checkpoint survives);
     ``steps`` is the step count to reach (default ``spec.ppo.steps``; later rounds of the
     cycle pass more and ``resume=True`` to continue from the checkpoint).
     Returns (outcome, the learner's final adapter + value-head weights).
@@ -359,7 +411,8 @@ def train_on_ray(spec: WorkerSpec, prompts: list[str], out_dir: str | Path,
                 shutil.rmtree(out / "checkpoints", ignore_errors=True)
             if on_start:
                 on_start(runner.step)
-            outcome = runner.train(steps, on_step=on_step)
+            guard = make_guard(runner.step) if make_guard else None
+            outcome = runner.train(steps, on_step=on_step, guard=guard)
             return outcome, runner.adapter_state()
         finally:
             runner.shutdown()

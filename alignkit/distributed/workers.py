@@ -226,8 +226,17 @@ class Learner:
             self.trainer.data_parallel = RayCollective(rank, world, group)
 
     def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        """Start from rank 0's weights: ranks must agree bit for bit before the first step."""
+        """Rank 0's weights at the start (ranks must agree bit for bit before the first
+        step), or the guard's rollback target."""
         self.policy.load_state_dict(weights, strict=False)
+
+    def set_kl_coef(self, value: float) -> None:
+        """The guard raised β on the driver."""
+        self.trainer.kl_ctl.value = value
+
+    def checkpoint(self) -> None:
+        if self.rank == 0:
+            self.trainer.save_checkpoint()
 
     def batch_prompts(self, steps: list[int]) -> dict[int, list[str]]:
         """The prompts of each step, drawn exactly as the local trainer draws them."""
@@ -243,9 +252,11 @@ class Learner:
         return t.step, t.kl_ctl.value, self.policy.adapter_state()
 
     def learn(self, step: int, metas: list[RolloutMeta], rollout_wait: float, checkpoint: bool,
-              *payloads: RolloutPayload) -> tuple[dict, dict[str, torch.Tensor]]:
+              *payloads: RolloutPayload
+              ) -> tuple[dict, dict[str, torch.Tensor], tuple[list[str], list[str]]]:
         """One PPO update on the merged shards; rank 0 logs the step like
-        ``PPOTrainer.train`` and returns the new weights (other ranks return none)."""
+        ``PPOTrainer.train`` and returns the new weights and the batch's prompts and texts
+        (for the guard); other ranks return only the statistics."""
         t = self.trainer
         if step != t.step:
             raise RuntimeError(f"learner is at step {t.step}, got rollouts for step {step}")
@@ -266,11 +277,11 @@ class Learner:
                       "time/rollout": rollout_wait, "time/update": update_s,
                       "time/step": rollout_wait + update_s})
         if self.rank != 0:
-            return stats, {}
+            return stats, {}, ([], [])
         t._log(stats, prompts, texts, roll)
         if checkpoint:
             t.save_checkpoint()
-        return stats, self.policy.adapter_state()
+        return stats, self.policy.adapter_state(), (prompts, texts)
 
 
 # --- pure pieces ----------------------------------------------------------------------------

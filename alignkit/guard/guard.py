@@ -95,6 +95,7 @@ class Guard:
         self.evaluations: list[dict] = []  # one record per evaluation: the detectors' inputs
         self.best: dict | None = None  # {"step", "gold", "path"}
         self.stopped: str | None = None
+        self.rollbacks = 0  # weights restored so far (a remote learner must be told)
         self._active: set[str] = set()  # detectors firing at the previous evaluation
         self._batch: tuple[list[str], list[str]] = ([], [])
         self._samples: tuple = ([], [], None, None)
@@ -270,6 +271,7 @@ class Guard:
         if result.unexpected_keys:
             raise RuntimeError(f"guard: best checkpoint does not match the policy: "
                                f"{result.unexpected_keys[:3]}")
+        self.rollbacks += 1
         alarm.action = f"rollback to step {self.best['step']} (gold {self.best['gold']:.3f})"
         alarm.evidence.update(rolled_back_to=self.best["step"], best_gold=self.best["gold"])
         return (f"guard: {alarm.detector} at step {alarm.step}; rolled back to step "
