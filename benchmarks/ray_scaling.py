@@ -1,5 +1,6 @@
-"""Ray backend vs local: rollout throughput with 1 and 2 rollout workers, and the cost of
-Ray at 1 worker on whole PPO steps (rollout + update, strictly on-policy).
+"""Ray backend vs local: rollout throughput with 1 and 2 rollout workers, the cost of Ray
+at 1 worker on whole PPO steps (rollout + update, strictly on-policy), and the update time
+with 1 and 2 data-parallel learners (gloo).
 
 Default model SmolLM2-135M-Instruct, the synthetic token-share reward, 16 prompts × 2
 samples, 24 new tokens (the default config's batch). Every process uses ``--threads``
@@ -67,10 +68,12 @@ class Local:
         return time.perf_counter() - t0
 
 
-def ray_ppo_step(runner: RayPPO) -> float:
-    """Driver wall time of one PPO step, every Ray call included."""
+def ray_ppo_step(runner: RayPPO, updates: list[float] | None = None) -> float:
+    """Driver wall time of one PPO step, every Ray call included; the learners' update time
+    goes to ``updates``."""
     t0 = time.perf_counter()
-    runner.train(runner.step + 1)
+    runner.train(runner.step + 1, on_step=lambda s: updates is not None and updates.append(
+        s["time/update"]))
     return time.perf_counter() - t0
 
 
@@ -80,8 +83,9 @@ def measure(spec: WorkerSpec, prompts: list[str], steps: int, tmp: Path) -> dict
     cfg = DistributedConfig(backend="ray", num_rollout_workers=1, max_weight_lag=0,
                             worker_cpus=spec.threads, num_cpus=2 * spec.threads)
     local = Local(spec, prompts, tmp / "local")
-    res: dict[str, list[float]] = {k: [] for k in ("local_roll", "ray1_roll", "ray2_roll",
-                                                   "local_step", "ray1_step")}
+    res: dict[str, list[float]] = {k: [] for k in (
+        "local_roll", "ray1_roll", "ray2_roll", "local_step", "ray1_step", "learn1_update",
+        "learn2_step", "learn2_update")}
     with ray_session(cfg):
         one = RayPPO(spec, prompts, tmp / "ray1", cfg)
         for step in range(steps + 1):  # rollouts only, same weights on both sides
@@ -89,8 +93,12 @@ def measure(spec: WorkerSpec, prompts: list[str], steps: int, tmp: Path) -> dict
             res["ray1_roll"].append(one.sample(step)[1])
         for _ in range(steps + 1):  # whole PPO steps, strictly on-policy
             res["local_step"].append(local.ppo_step())
-            res["ray1_step"].append(ray_ppo_step(one))
+            res["ray1_step"].append(ray_ppo_step(one, res["learn1_update"]))
         one.shutdown()
+        dp = RayPPO(spec, prompts, tmp / "ray_dp", cfg.model_copy(update={"num_learners": 2}))
+        for _ in range(steps + 1):  # the same steps with 2 data-parallel learners
+            res["learn2_step"].append(ray_ppo_step(dp, res["learn2_update"]))
+        dp.shutdown()
         two = RayPPO(spec, prompts, tmp / "ray2",
                      cfg.model_copy(update={"num_rollout_workers": 2}))
         for step in range(steps + 1):
@@ -120,6 +128,9 @@ def main() -> None:
         print(f"rollout throughput  {name} {seqs / r[key]:7.2f} seq/s ({r[key]:.2f} s/step)")
     print(f"rollout speed-up 2 vs 1 worker: {r['ray1_roll'] / r['ray2_roll']:.2f}x")
     print(f"PPO step  local {r['local_step']:.2f} s, ray 1 worker {r['ray1_step']:.2f} s")
+    print(f"PPO update  1 learner {r['learn1_update']:.2f} s, 2 data-parallel learners "
+          f"{r['learn2_update']:.2f} s ({r['learn1_update'] / r['learn2_update']:.2f}x); "
+          f"whole step with 2 learners {r['learn2_step']:.2f} s")
     print(f"ray/local time ratio: {r['ray1_step'] / r['local_step']:.3f}")
 
 

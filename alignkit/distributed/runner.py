@@ -82,8 +82,9 @@ def ray_session(cfg: DistributedConfig) -> Iterator[None]:
     _forget_cached_token()
     temp = cfg.temp_dir or tempfile.mkdtemp(prefix="alignkit-ray-", dir="/tmp")
     try:
+        # a named namespace: the learners' collective group keeps a (detached) actor in it
         ray.init(num_cpus=cfg.num_cpus, _temp_dir=temp, include_dashboard=False,
-                 log_to_driver=True)
+                 log_to_driver=True, namespace="alignkit")
         try:
             yield
         finally:
