@@ -28,12 +28,16 @@ from alignkit.distributed.data_parallel import TorchDistributed
 
 torch.set_num_threads(1)
 rank, world = int(os.environ["RANK"]), int(os.environ["WORLD"])
-dist.init_process_group("gloo", init_method="file://" + os.environ["STORE"], rank=rank,
-                        world_size=world)
-weights, stats = one_update(os.environ["OUT"], TorchDistributed())
-torch.save(weights, os.environ["OUT"] + f"/weights_{rank}.pt")
-json.dump(stats, open(os.environ["OUT"] + f"/stats_{rank}.json", "w"))
-dist.destroy_process_group()
+name = f"{world}_{rank}"
+if world == 1:  # the single learner, in the same kind of process as the ranks
+    weights, stats = one_update(os.environ["OUT"] + "/" + name)
+else:
+    dist.init_process_group("gloo", init_method="file://" + os.environ["STORE"], rank=rank,
+                            world_size=world)
+    weights, stats = one_update(os.environ["OUT"] + "/" + name, TorchDistributed())
+    dist.destroy_process_group()
+torch.save(weights, os.environ["OUT"] + f"/weights_{name}.pt")
+json.dump(stats, open(os.environ["OUT"] + f"/stats_{name}.json", "w"))
 """
 
 
@@ -79,22 +83,29 @@ def test_more_learners_than_minibatch_rows_is_a_clear_error(tmp_path):
         one_update(str(tmp_path), Huge())
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_take_the_single_learner_step(tmp_path):
-    want, want_stats = one_update(str(tmp_path / "single"))
-    env = {**os.environ, "TEST_DIR": str(Path(__file__).parent), "WORLD": "2",
-           "STORE": str(tmp_path / "store"), "OUT": str(tmp_path), "PYTHONPATH": str(ROOT)}
+def _run_ranks(tmp_path: Path, world: int) -> None:
+    env = {**os.environ, "TEST_DIR": str(Path(__file__).parent), "WORLD": str(world),
+           "STORE": str(tmp_path / f"store_{world}"), "OUT": str(tmp_path),
+           "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT], env={**env, "RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(2)]
+             for r in range(world)]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out[-3000:]
-    got = [torch.load(tmp_path / f"weights_{r}.pt") for r in range(2)]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_take_the_single_learner_step(tmp_path):
+    _run_ranks(tmp_path, 1)
+    _run_ranks(tmp_path, 2)
+    want = torch.load(tmp_path / "weights_1_0.pt")
+    got = [torch.load(tmp_path / f"weights_2_{r}.pt") for r in range(2)]
     for k, w in want.items():
         assert torch.equal(got[0][k], got[1][k]), k  # the ranks agree bit for bit
         torch.testing.assert_close(got[0][k], w, rtol=1e-4, atol=1e-6, msg=k)
     # the update did move the adapters (LoRA's B matrices start at zero)
     assert any("lora_B" in k and w.abs().sum() > 0 for k, w in want.items())
-    stats = [json.loads((tmp_path / f"stats_{r}.json").read_text()) for r in range(2)]
+    stats = [json.loads((tmp_path / f"stats_2_{r}.json").read_text()) for r in range(2)]
+    want_stats = json.loads((tmp_path / "stats_1_0.json").read_text())
     assert stats[0] == stats[1] and set(stats[0]) == set(want_stats)
