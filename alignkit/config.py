@@ -73,6 +73,16 @@ class GenerateConfig(Section):
     temperature: float = Field(1.0, description="Sampling temperature; 1.0 = the policy itself.")
     top_p: float = Field(1.0, description="Nucleus cutoff; 1.0 keeps PPO log-probs exact.")
     batch_size: int = Field(64, description="Sequences per generation batch.")
+    engine: Literal["native", "vllm"] = Field(
+        "native", description="Sampler of PPO's rollouts: 'native' = alignkit's KV-cache "
+        "sampler (log-probs and values from the same pass); 'vllm' = vLLM on a GPU with the "
+        "current LoRA adapter, log-probs and values then recomputed by the policy (needs "
+        "`pip install vllm`, LoRA and a model folder or hub id).",
+    )
+    vllm_gpu_memory: float = Field(
+        0.3, gt=0, le=1, description="Share of the GPU vLLM may take (weights + KV cache); the "
+        "rest stays for the policy, reference and reward model in the same process.",
+    )
 
 
 class FeedbackConfig(Section):

@@ -74,6 +74,7 @@ class Cycle:
         self._guard_stop: str | None = None
         self._round_pairs: dict[int, dict] = {}
         self._policy_loaded_step = 0
+        self._sampler = None  # vLLM rollout engine, built on first use
 
     # --- lazily loaded models -------------------------------------------------------------
     @property
@@ -375,7 +376,18 @@ class Cycle:
         return PPOTrainer(self.policy, self.tokenizer, self.train_prompts,
                           self._scorer_spec()(self.tokenizer), self.cfg.ppo, self.cfg.generate,
                           self.run.path, self._stop_ids, self.cfg.data.chat_template,
-                          gold=self.judge.goodness)
+                          gold=self.judge.goodness, sampler=self._rollout_sampler())
+
+    def _rollout_sampler(self):
+        """vLLM for PPO's rollouts when generate.engine says so (one engine per process)."""
+        if self._sampler is None and self.cfg.generate.engine != "native":
+            from alignkit.generation_vllm import make_sampler
+
+            g = self.cfg.generate
+            self._sampler = make_sampler(g.engine, self.policy, self.cfg.model.name,
+                                         self.run.path / "vllm_adapters", g.vllm_gpu_memory,
+                                         self.cfg.seed)
+        return self._sampler
 
     def _step_printer(self, total: int, tracker) -> Callable[[dict], None]:
         def show(s: dict) -> None:

@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
 from alignkit.distributed.data_parallel import RayCollective
 from alignkit.generation import Generation
+from alignkit.generation_vllm import make_sampler
 from alignkit.models.loading import load_causal_lm, load_tokenizer, set_threads, stop_token_ids
 from alignkit.models.policy import Policy
 from alignkit.rl import math as M
@@ -162,9 +163,13 @@ class RolloutWorker:
 
         # Whitening needs the whole batch: the learner does it after merging the shards.
         cfg = spec.ppo.model_copy(update={"whiten_advantages": False})
+        g = spec.generate
+        sampler = make_sampler(g.engine, self.policy, spec.model.name,
+                               Path(tempfile.gettempdir()) / f"alignkit-vllm-{os.getpid()}",
+                               g.vllm_gpu_memory, spec.seed)
         self.trainer = _ShardTrainer(self.policy, self.tok, ["unused"], scorer, cfg,
                                      spec.generate, Path(tempfile.gettempdir()), stop_ids,
-                                     spec.chat_template, gold=_gold(spec))
+                                     spec.chat_template, gold=_gold(spec), sampler=sampler)
         self.version = -1
 
     def set_weights(self, weights: dict[str, torch.Tensor], version: int) -> None:
@@ -173,6 +178,7 @@ class RolloutWorker:
             raise RuntimeError(f"rollout worker: weights do not match the policy "
                                f"({missing.unexpected_keys[:3]}) — same model config?")
         self.version = version
+        self.trainer.step = version  # the weights' version: a vLLM sampler syncs on it
 
     def rollout(self, task: RolloutTask, weights: list, version: int, kl_coef: float
                 ) -> tuple[RolloutMeta, RolloutPayload]:

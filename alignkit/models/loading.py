@@ -139,6 +139,15 @@ def load_causal_lm(name: str, tokenizer: PreTrainedTokenizerBase, dtype: str = "
     return model
 
 
+def model_folder(name: str) -> str:
+    """A path or hub id other engines (vLLM) can load ``name`` from: the packaged default's
+    safetensors cache, or the id/path itself; the random tiny model has none."""
+    if name == TINY:
+        raise ValueError(f"model.name '{TINY}' exists only in memory — give another engine "
+                         "a saved model folder or a hub id")
+    return str(_smollm2_model_path()) if name == SMOLLM2 else name
+
+
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[int]:
     """Every token that ends a response: the tokenizer's EOS and the model's."""
     ids = {tokenizer.eos_token_id}

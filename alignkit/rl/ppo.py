@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +36,9 @@ from alignkit.rl.kl_control import FixedKL, make_kl_controller
 from alignkit.rl.rollout import Rollout, Scorer, response_forward
 
 GoldFn = Callable[[list[str]], np.ndarray]
+
+if TYPE_CHECKING:
+    from alignkit.generation_vllm import VLLMSampler
 
 
 @dataclass
@@ -66,7 +70,7 @@ class PPOTrainer:
     def __init__(self, policy: Policy, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
                  scorer: Scorer, cfg: PPOConfig, gen: GenerateConfig, out_dir: Path,
                  stop_ids: list[int], chat_template: bool = False,
-                 gold: GoldFn | None = None) -> None:
+                 gold: GoldFn | None = None, sampler: VLLMSampler | None = None) -> None:
         if not prompts:
             raise ValueError("ppo: no training prompts — check data.prompts")
         if cfg.algorithm != "ppo" and cfg.samples_per_prompt < 2:
@@ -74,6 +78,7 @@ class PPOTrainer:
         self.policy, self.tok, self.prompts = policy, tokenizer, prompts
         self.scorer, self.cfg, self.gen_cfg, self.gold = scorer, cfg, gen, gold
         self.stop_ids, self.chat_template = stop_ids, chat_template
+        self.sampler = sampler  # None = alignkit's own sampler (generate.engine native)
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -103,9 +108,15 @@ class PPOTrainer:
         q, qm = encode_prompts(self.tok, prompts, self.chat_template)
         gen_rng = torch.Generator().manual_seed(cfg.seed * 7919 + step)
         t0 = time.perf_counter()
-        with self.policy.merged():
-            gen = sample(self.policy, q, qm, g.max_new_tokens, self.stop_ids,
-                         self.tok.pad_token_id, g.temperature, g.top_p, gen_rng)
+        if self.sampler is not None:  # vLLM picks tokens; log-probs/values are the policy's
+            self.sampler.sync(self.policy, self.step)
+            gen = self.sampler.sample(self.policy, q, qm, g.max_new_tokens, self.stop_ids,
+                                      self.tok.pad_token_id, g.temperature, g.top_p,
+                                      seed=cfg.seed * 7919 + step)
+        else:
+            with self.policy.merged():
+                gen = sample(self.policy, q, qm, g.max_new_tokens, self.stop_ids,
+                             self.tok.pad_token_id, g.temperature, g.top_p, gen_rng)
         t1 = time.perf_counter()
         mask = gen.response_mask
         with self.policy.reference():
