@@ -114,7 +114,7 @@ def train_reward_model(rm: RewardModel, pairs: list[Pair], cfg: RewardConfig,
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
                 sched.step()
-                losses.append(loss.item())
+                losses.append(loss.detach().item())
                 bar.update(task, advance=1, description=f"reward model loss {loss:.3f}")
     rm.eval()
     # Normalise on every distinct training completion: the reference set PPO starts from.
