@@ -84,9 +84,10 @@ def test_more_learners_than_minibatch_rows_is_a_clear_error(tmp_path):
 
 
 def _run_ranks(tmp_path: Path, world: int) -> None:
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "TEST_DIR": str(Path(__file__).parent), "WORLD": str(world),
            "STORE": str(tmp_path / f"store_{world}"), "OUT": str(tmp_path),
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": os.pathsep.join(path)}
     procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT], env={**env, "RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for r in range(world)]
