@@ -139,7 +139,7 @@ def test_driver_guard_mirrors_the_learner_and_returns_what_must_go_back(tmp_path
 
         def __call__(self, stats, prompts, texts):
             seen.update(step=mirror.step, beta=mirror.kl_ctl.value,
-                        weights_match=all(torch.equal(policy.state_dict()[k], w)
+                        weights_match=all(torch.equal(policy.state_dict()[k].cpu(), w)
                                           for k, w in learner_weights.items()))
             mirror.kl_ctl.value *= 2
             for k, p in policy.named_parameters():
