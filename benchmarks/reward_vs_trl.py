@@ -95,7 +95,8 @@ class AlignkitRM:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
-        return {"seconds": C.timestamp() - t0, "loss": loss.detach().item(), "pairs": int(c.numel()),
+        return {"seconds": C.timestamp() - t0, "loss": loss.detach().item(),
+                "pairs": int(c.numel()),
                 "accuracy": pair_accuracy(c.detach(), r.detach()),
                 "threads": torch.get_num_threads()}
 
