@@ -376,7 +376,7 @@ class Cycle:
         return PPOTrainer(self.policy, self.tokenizer, self.train_prompts,
                           self._scorer_spec()(self.tokenizer), self.cfg.ppo, self.cfg.generate,
                           self.run.path, self._stop_ids, self.cfg.data.chat_template,
-                          gold=self.judge.goodness, sampler=self._rollout_sampler())
+                          gold=self.judge.goodness)
 
     def _rollout_sampler(self):
         """vLLM for PPO's rollouts when generate.engine says so (one engine per process)."""
@@ -412,6 +412,7 @@ class Cycle:
 
     def _ppo_local(self, resume: bool, total: int) -> str:
         trainer = self._trainer()
+        trainer.sampler = self._rollout_sampler()  # only PPO's rollouts use vLLM
         if (resume or self.round > 0) and trainer.load_checkpoint():
             self.console.print(f"continuing PPO from step {trainer.step}"
                                if not resume else f"resuming PPO from step {trainer.step}")
