@@ -16,6 +16,8 @@ problem. Sections:
   there is loaded into a CPU policy.
 - ``stages``: reward model (Bradley–Terry, known rule), DPO, SFT and the AI labeler, once
   each on the GPU.
+- ``ray`` (only when asked: ``--only ray``): the Ray backend with 2 rollout workers and 2
+  data-parallel learners sharing the GPU, on the known-answer reward.
 - ``throughput``: PPO iterations of SmolLM2-135M's architecture (its config, random
   weights: the packaged GGUF need not travel) at the default config's shape and a larger
   one, on the GPU and on the CPU of the same machine.
@@ -206,6 +208,44 @@ def smollm2_arch(tok, device: str) -> tuple[Policy, list[int]]:
     return Policy(lm, ModelConfig(name=SMOLLM2, device=device)), stop_token_ids(tok, lm)
 
 
+def check_ray(work: Path, steps: int = 20) -> None:
+    """The Ray backend with the models on the GPU: 2 rollout workers and 2 data-parallel
+    learners (gloo over CUDA tensors) sharing the one GPU in quarters."""
+    import ray
+
+    from alignkit.distributed.config import DistributedConfig
+    from alignkit.distributed.runner import RayPPO, ray_session
+    from alignkit.distributed.workers import WorkerSpec
+
+    with section("ray") as rec:
+        spec = WorkerSpec(model=ModelConfig(name=TINY, lora_r=8, lora_alpha=16),
+                          ppo=PPOConfig(steps=steps, prompts_per_step=8, samples_per_prompt=4,
+                                        lr=2e-3, kl_coef=0.0, epochs=2, minibatches=2,
+                                        checkpoint_every=1000),
+                          generate=GenerateConfig(max_new_tokens=8), threads=1)
+        share = 0.25 if GPU.startswith("cuda") else 0.0  # a quarter of the GPU each
+        cfg = DistributedConfig(backend="ray", num_cpus=4, num_rollout_workers=2,
+                                worker_gpus=share, num_learners=2, placement="separate",
+                                learner_cpus=1, learner_gpus=share, learner_backend="gloo")
+        scores: list[float] = []
+        with ray_session(cfg):
+            runner = RayPPO(spec, PROMPTS, work / "ray", cfg)
+            t0 = time.perf_counter()
+            runner.train(on_step=lambda s: scores.append(s["objective/scores"]))
+            rec["seconds_per_step"] = round((time.perf_counter() - t0) / steps, 3)
+            where = lambda actor: str(ray.get(actor.__ray_call__.remote(  # noqa: E731
+                lambda self: self.policy.device)))
+            rec["worker_devices"] = [where(w) for w in runner.workers]
+            rec["learner_devices"] = [where(rank) for rank in runner.learners]
+            states = ray.get([rank.state.remote() for rank in runner.learners])
+            rec["ranks_identical"] = all(torch.equal(states[0][2][k], states[1][2][k])
+                                         for k in states[0][2])
+            runner.shutdown()
+        start, end = sum(scores[:3]) / 3, sum(scores[-5:]) / 5
+        rec.update(start=round(start, 3), end=round(end, 3), optimum=1.0)
+        assert rec["ranks_identical"] and end > start + 0.15, scores
+
+
 def _median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
@@ -279,6 +319,8 @@ def main() -> None:
             check_learning(tok, work)
         if "stages" in only:
             check_stages(tok, work)
+        if "ray" in only:
+            check_ray(work)
         if "throughput" in only:
             check_throughput(tok, work, args.iters, args.cpu_threads, not args.no_cpu)
     args.out.write_text(json.dumps(RESULTS, indent=2))
