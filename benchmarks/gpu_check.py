@@ -208,7 +208,7 @@ def smollm2_arch(tok, device: str) -> tuple[Policy, list[int]]:
     return Policy(lm, ModelConfig(name=SMOLLM2, device=device)), stop_token_ids(tok, lm)
 
 
-def check_ray(work: Path, steps: int = 20) -> None:
+def check_ray(work: Path, steps: int = 30) -> None:
     """The Ray backend with the models on the GPU: 2 rollout workers and 2 data-parallel
     learners (gloo over CUDA tensors) sharing the one GPU in quarters."""
     import ray
