@@ -180,6 +180,23 @@ def receive() -> str:
     return line.strip() or "stop"
 
 
+def next_step() -> bool:
+    """True when the parent asks for another iteration; otherwise the worker reports its
+    peak RSS and returns False (then ends)."""
+    if receive() == "step":
+        return True
+    send({"peak_rss_mb": peak_rss_mb()})
+    return False
+
+
+def next_step_or_exit() -> None:
+    """``next_step`` for code running inside a peer's training loop (a TRL callback), which
+    has no clean way out: the process ends at once when the parent says stop."""
+    if not next_step():
+        sys.stdout.flush()
+        os._exit(0)
+
+
 class Worker:
     """A child process that does one iteration per ``step()`` and reports its timing."""
 

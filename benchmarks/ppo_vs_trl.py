@@ -72,9 +72,8 @@ def alignkit_worker(use_lora: bool, lr: float) -> None:
         trainer = alignkit_trainer(use_lora, lr, Path(tmp))
         n_train = sum(p.numel() for p in trainer.policy.trainable_parameters())
         C.send({"rss_mb": C.rss_mb(), "trainable": n_train})
-        while C.receive() == "step":
+        while C.next_step():
             C.send(alignkit_iteration(trainer))
-        C.send({"peak_rss_mb": C.peak_rss_mb()})
 
 
 # --- TRL side -----------------------------------------------------------------------------
@@ -115,12 +114,7 @@ def trl_worker(lr: float, iters: int) -> None:
                     "score": float(self.last.get("objective/scores", float("nan"))),
                     "kl": float(self.last.get("objective/kl", float("nan"))),
                     "threads": torch.get_num_threads()})
-            if C.receive() != "step":
-                C.send({"peak_rss_mb": C.peak_rss_mb()})
-                sys.stdout.flush()
-                import os
-
-                os._exit(0)
+            C.next_step_or_exit()
             self.t = C.timestamp()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,10 +135,8 @@ def trl_worker(lr: float, iters: int) -> None:
         C.send({"rss_mb": C.rss_mb(),
                 "trainable": sum(p.numel() for p in trainer.model.parameters()
                                  if p.requires_grad)})
-        if C.receive() != "step":
-            C.send({"peak_rss_mb": C.peak_rss_mb()})
-            return
-        trainer.train()
+        if C.next_step():
+            trainer.train()
 
 
 # --- parent -------------------------------------------------------------------------------

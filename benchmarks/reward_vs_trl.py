@@ -106,16 +106,14 @@ def alignkit_worker() -> None:
     steps = batches(make_pairs())
     C.send({"rss_mb": C.rss_mb()})
     i = 0
-    while C.receive() == "step":
+    while C.next_step():
         C.send(side.step(steps[i % len(steps)]))
         i += 1
-    C.send({"peak_rss_mb": C.peak_rss_mb()})
 
 
 # --- TRL side -----------------------------------------------------------------------------
 def trl_worker(iters: int) -> None:
     C.use_trl(TRL_VERSION)
-    import os
 
     from datasets import Dataset
     from transformers import GPT2ForSequenceClassification, TrainerCallback
@@ -159,10 +157,7 @@ def trl_worker(iters: int) -> None:
             C.send({"seconds": self.s.pending, "loss": float(logs["loss"]),
                     "accuracy": float(logs.get("accuracy", float("nan"))),
                     "pairs": PAIRS_PER_STEP, "threads": torch.get_num_threads()})
-            if C.receive() != "step":
-                C.send({"peak_rss_mb": C.peak_rss_mb()})
-                sys.stdout.flush()
-                os._exit(0)
+            C.next_step_or_exit()
             self.s.t = C.timestamp()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,10 +172,8 @@ def trl_worker(iters: int) -> None:
         trainer = RewardTrainer(model=model, args=args, processing_class=tok,
                                 train_dataset=data, callbacks=[stepper, Reporter(stepper)])
         C.send({"rss_mb": C.rss_mb()})
-        if C.receive() != "step":
-            C.send({"peak_rss_mb": C.peak_rss_mb()})
-            return
-        trainer.train()
+        if C.next_step():
+            trainer.train()
 
 
 # --- parent -------------------------------------------------------------------------------
