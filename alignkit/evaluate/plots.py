@@ -208,14 +208,20 @@ def training_curves(runs: Sequence[RunSeries]) -> Figure | None:
 
     Proxy up with gold flat or down is reward hacking; KL says how far the policy moved.
     """
-    keys = ["objective/scores", "objective/gold", "objective/kl"]
-    if not any(r.has(k) for r in runs for k in keys):
+    return _metric_panels(runs, [("objective/scores", "Proxy reward (RM score)", "score"),
+                                 ("objective/gold", "Gold judge goodness", "1 − harm"),
+                                 ("objective/kl", "KL to reference", "nats / sequence")], 2.9)
+
+
+def _metric_panels(runs: Sequence[RunSeries], panels: list[tuple[str, str, str]],
+                   height: float) -> Figure | None:
+    """One panel per (metric key, title, y label), every run overlaid; None without data."""
+    if not any(r.has(key) for r in runs for key, _, _ in panels):
         return None
     with _style():
-        fig, axes = _figure(3, 2.9)
-        _plot_metric(axes[0], runs, keys[0], "Proxy reward (RM score)", "score")
-        _plot_metric(axes[1], runs, keys[1], "Gold judge goodness", "1 − harm")
-        _plot_metric(axes[2], runs, keys[2], "KL to reference", "nats / sequence")
+        fig, axes = _figure(len(panels), height)
+        for ax, (key, title, ylabel) in zip(axes, panels, strict=True):
+            _plot_metric(ax, runs, key, title, ylabel)
         _legend(fig, axes, runs)
     return fig
 
@@ -272,15 +278,8 @@ def _joined(run: RunSeries, xkey: str, ykey: str) -> tuple[np.ndarray, np.ndarra
 
 def length_entropy(runs: Sequence[RunSeries]) -> Figure | None:
     """Response length and entropy: the cheapest hacks (shorter, repetitive) show here first."""
-    keys = ["response/length", "objective/entropy"]
-    if not any(r.has(k) for r in runs for k in keys):
-        return None
-    with _style():
-        fig, axes = _figure(2, 2.7)
-        _plot_metric(axes[0], runs, keys[0], "Response length", "tokens")
-        _plot_metric(axes[1], runs, keys[1], "Policy entropy", "nats / token")
-        _legend(fig, axes, runs)
-    return fig
+    return _metric_panels(runs, [("response/length", "Response length", "tokens"),
+                                 ("objective/entropy", "Policy entropy", "nats / token")], 2.7)
 
 
 def ppo_health(runs: Sequence[RunSeries]) -> Figure | None:
