@@ -10,6 +10,7 @@ imported when this engine is built, and nothing else needs it.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ class VLLMSampler:
         policy.lm.save_pretrained(path)
         for old in self.adapter_dir.glob("v*"):  # keep this one and the one before
             if old.name < f"v{version - 1:05d}":
-                _remove_tree(old)
+                shutil.rmtree(old, ignore_errors=True)
         # a fresh name and id per version: vLLM caches adapters by id
         self._request = self._lora_request(f"alignkit-v{version}", version + 1, str(path))
         self.version = version
@@ -105,12 +106,6 @@ def completions_to_generation(policy: Policy, query_ids: Tensor, query_mask: Ten
     return Generation(query_ids=q, query_mask=qm, response_ids=response, response_mask=mask,
                       logprobs=logp * mask, values=values * mask,
                       ended=torch.tensor(ended, dtype=torch.bool, device=dev))
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def make_sampler(engine: str, policy: Policy, model_name: str, adapter_dir: Path,
