@@ -13,7 +13,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from alignkit import usage_cli  # noqa: E402
-from alignkit.config import ConfigError, load_config  # noqa: E402
+from alignkit.config import ConfigError, load_config, parse_override  # noqa: E402
 from alignkit.feedback.cli import label_app  # noqa: E402
 from alignkit.guard import cli as guard_cli  # noqa: E402
 from alignkit.safety import cli as safety_cli  # noqa: E402
@@ -75,12 +75,7 @@ def run(
 
 
 def _parse_override(text: str) -> tuple[str, object]:
-    import yaml
-
-    if "=" not in text:
-        raise ConfigError(f"--set '{text}': expected section.key=value")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    return parse_override(text)
 
 
 @app.command()

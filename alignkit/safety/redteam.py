@@ -41,14 +41,21 @@ SHOW_CHARS = 160
 # -- statistics ---------------------------------------------------------------------------
 
 def wilson_ci(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion; (nan, nan) for n = 0."""
+    """Wilson score interval of a binomial proportion; (nan, nan) for n = 0.
+
+    (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n). At 0 or n successes the bound on
+    that side is exactly 0 or 1; it is set so, since rounding would leave 1 − 1e-16 below
+    the observed rate 1.
+    """
     if n == 0:
         return (math.nan, math.nan)
     p = successes / n
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return (lo, hi)
 
 
 def _ngrams(tokens: list[str], n: int) -> Counter:
