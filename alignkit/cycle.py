@@ -287,12 +287,13 @@ class Cycle:
         import os
         import secrets
 
-        from alignkit.feedback.app import create_app
+        from alignkit.feedback.app import create_app, hosts_for
         from alignkit.feedback.serve import BackgroundServer, wait_for_rankings
 
         f = self.cfg.feedback
         token = os.environ.get("ALIGNKIT_ADMIN_TOKEN") or secrets.token_urlsafe(18)
-        app = create_app(store, admin_token=token, overlap=f.overlap)
+        app = create_app(store, admin_token=token, overlap=f.overlap,
+                         allowed_hosts=hosts_for(f.host))
         with BackgroundServer(app, host=f.host, port=f.port) as server:
             db = f.db or f"sqlite:///{self.run.feedback_db}"
             self.console.print(

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from alignkit.feedback.admin import admin_summary, format_status
-from alignkit.feedback.app import create_app
+from alignkit.feedback.app import create_app, hosts_for
 from alignkit.feedback.cli import label_app
 from alignkit.feedback.pairs import rankings_to_pairs
 from alignkit.feedback.store import FeedbackError, FeedbackStore
@@ -175,6 +175,9 @@ def test_11_allowed_hosts_extend_and_wildcard(tmp_path):
     assert client.get("/healthz", headers={"Host": "127.0.0.1"}).status_code == 400
     anyhost = TestClient(create_app(store, allowed_hosts=["*"]), base_url="http://x.example")
     assert anyhost.get("/healthz").status_code == 200
+    assert hosts_for("127.0.0.1") == ["127.0.0.1", "localhost", "::1", "127.0.0.1"]
+    assert hosts_for("0.0.0.0") == ["*"]  # names unknown; the API still needs a token
+    assert hosts_for("0.0.0.0", ["labels.lan"])[-1] == "labels.lan"
 
 
 def test_12_admin_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):

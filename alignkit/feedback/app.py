@@ -263,6 +263,15 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def hosts_for(bind: str, extra: Sequence[str] = ()) -> list[str]:
+    """The Host names to accept for a server bound to ``bind``: loopback, ``bind`` itself and
+    ``extra``. Bound to every interface (0.0.0.0 / ::) with no ``extra`` names, any host is
+    accepted ("*"): the names the network uses are unknown, and the API needs a token."""
+    if bind in ("0.0.0.0", "::", ""):
+        return [*LOOPBACK_HOSTS, *extra] if extra else ["*"]
+    return [*LOOPBACK_HOSTS, bind, *extra]
+
+
 class HostCheck:
     """ASGI middleware: 400 unless the Host header names a host this app serves.
 

@@ -53,12 +53,10 @@ def serve(
     """Serve the labeler page (/label), the admin page (/admin) and the JSON API (/docs)."""
     import uvicorn
 
-    from alignkit.feedback.app import LOOPBACK_HOSTS, create_app
+    from alignkit.feedback.app import create_app, hosts_for
 
     token = admin_token_from(admin_token_file) or secrets.token_urlsafe(24)
-    hosts = [*LOOPBACK_HOSTS, *(allowed_host or [])]
-    if host not in ("0.0.0.0", "::"):
-        hosts.append(host)
+    hosts = hosts_for(host, allowed_host or [])
     store = _store(db)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     typer.echo(f"labeling app on {base}  (database {store.url.split('@')[-1]})")
