@@ -92,7 +92,7 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
 
 def _config_and_pairs(config: Path | None, set_: list[str], pairs: Path):
     """The prologue of every command that trains on a pairs file: config, data, threads."""
-    from alignkit.feedback.pairs import read_pairs_jsonl
+    from alignkit.data.types import read_pairs_jsonl
     from alignkit.models.loading import set_threads
 
     try:

@@ -20,11 +20,11 @@ from rich.progress import Progress
 
 from alignkit.config import RunConfig
 from alignkit.data.prompts import load_prompts, split_prompts
+from alignkit.data.types import read_pairs_jsonl, write_pairs_jsonl
 from alignkit.distributed.device import describe, pick_device
 from alignkit.evaluate.before_after import judge_comparison
 from alignkit.evaluate.metrics import distinct_n
 from alignkit.evaluate.summary import build_report, mean_key
-from alignkit.feedback.pairs import read_pairs_jsonl, write_pairs_jsonl
 from alignkit.generation import Generation, encode_prompts, sample
 from alignkit.jsonl import read_jsonl, write_jsonl
 from alignkit.models.loading import load_causal_lm, load_tokenizer, set_threads, stop_token_ids
@@ -287,12 +287,13 @@ class Cycle:
         import os
         import secrets
 
-        from alignkit.feedback.app import create_app
+        from alignkit.feedback.app import create_app, hosts_for
         from alignkit.feedback.serve import BackgroundServer, wait_for_rankings
 
         f = self.cfg.feedback
         token = os.environ.get("ALIGNKIT_ADMIN_TOKEN") or secrets.token_urlsafe(18)
-        app = create_app(store, admin_token=token, overlap=f.overlap)
+        app = create_app(store, admin_token=token, overlap=f.overlap,
+                         allowed_hosts=hosts_for(f.host))
         with BackgroundServer(app, host=f.host, port=f.port) as server:
             db = f.db or f"sqlite:///{self.run.feedback_db}"
             self.console.print(
@@ -321,7 +322,8 @@ class Cycle:
             write_json_atomic(self.run.filter_report, rep.as_dict())
             self.console.print(f"filter '{f.filter_judge}': {rep.removed} removed, "
                                f"{rep.flagged} flagged of {rep.total} pairs")
-        write_pairs_jsonl(pairs, self.run.pairs)
+        # TRL reads a `margin` column as its loss margin: write one only if we train with it.
+        write_pairs_jsonl(pairs, self.run.pairs, margin=self.cfg.reward.margin)
         new = rankings_to_pairs(store, round=r)
         info: dict = {"pairs_added": len(new)}
         if r > 0 and self.run.reward_model.exists():

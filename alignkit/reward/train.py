@@ -15,7 +15,7 @@ import torch
 from rich.progress import Progress
 
 from alignkit.config import RewardConfig
-from alignkit.feedback.pairs import Pair
+from alignkit.data.types import Pair
 from alignkit.reward.losses import bradley_terry_loss, calibration_bins, pair_accuracy
 from alignkit.reward.model import RewardModel
 
@@ -65,7 +65,7 @@ def _batch_rewards(rm: RewardModel, groups: list[list[Pair]]
     flat = [p for g in groups for p in g]
     ci = torch.tensor([index[(p.prompt, p.chosen)] for p in flat], device=r.device)
     ri = torch.tensor([index[(p.prompt, p.rejected)] for p in flat], device=r.device)
-    margin = torch.tensor([p.margin for p in flat], dtype=r.dtype, device=r.device)
+    margin = torch.tensor([p.vote_strength for p in flat], dtype=r.dtype, device=r.device)
     return r[ci], r[ri], margin
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from alignkit.data.types import Pair
 from alignkit.evaluate.metrics import paired_diff_ci
-from alignkit.feedback.pairs import Pair
 from alignkit.safety.attacks import GENERATED, Attack
 from alignkit.safety.judges import Judge
 
