@@ -25,8 +25,8 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from alignkit.distributed.device import module_device, precision
 from alignkit.feedback.pairs import Pair
+from alignkit.models.device import module_device, precision
 from alignkit.safety.constitution import Constitution, Principle
 
 OPTIONS = (" A", " B")

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from alignkit.distributed.device import module_device
 from alignkit.feedback.pairs import Pair
+from alignkit.models.device import module_device
 
 DEFAULT_CONSTITUTION = Path(__file__).resolve().parents[2] / "constitutions" / "default.yaml"
 
