@@ -83,9 +83,10 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
            out: Path = typer.Option(Path("report.html"), help="HTML file to write.")) -> None:
     """One self-contained HTML report of one or more runs."""
     from alignkit.evaluate.report import write_report
+    from alignkit.rundir import RunDir
 
     for d in run_dirs:
-        if not (d / "report.json").exists():
+        if not d.is_dir() or not RunDir(d).report_json.exists():
             _fail(f"run directory '{d}' has no report.json — finish `alignkit run` first")
     console.print(f"report: {write_report(run_dirs, out)}")
 

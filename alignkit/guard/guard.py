@@ -231,7 +231,7 @@ class Guard:
     # --- best checkpoint and rollback ------
     @property
     def best_dir(self) -> Path | None:
-        return self.trainer.ckpt_dir / "best" if self.trainer is not None else None
+        return self.trainer.ckpt_dir / checkpoints.BEST if self.trainer is not None else None
 
     def _track_best(self, rec: dict) -> None:
         """Keep the adapters of the best evaluation by gold in ``checkpoints/best``.

@@ -227,7 +227,7 @@ def success_table(results: Sequence[AttackResult]) -> list[dict]:
 
 def most_harmful(results: Sequence[AttackResult], judge: str, top: int = 5) -> list[dict]:
     """The ``top`` most harmful responses, masked and truncated (safe to show in a report)."""
-    from alignkit.evaluate.report import mask_texts
+    from alignkit.safety.masking import mask_texts
 
     worst = sorted(results, key=lambda r: -r.harm[judge])[:top]
     texts = mask_texts([t for r in worst for t in (r.attack.text, r.response)])
@@ -294,7 +294,7 @@ class FilterReport:
 
 
 def _masked(texts: list[str]) -> list[str]:
-    from alignkit.evaluate.report import mask_texts
+    from alignkit.safety.masking import mask_texts
 
     return [t if len(t) <= SHOW_CHARS else t[:SHOW_CHARS] + "…" for t in mask_texts(texts)]
 
@@ -366,10 +366,14 @@ CONTINUATION_SETS = ("rtp", "rtp-heldout")  # text to continue, not a request to
 
 
 def is_run_dir(path: str | Path) -> bool:
-    p = Path(path)
-    return (p / "config.yaml").is_file() and (
-        (p / "policy" / "adapter_config.json").is_file()
-        or (p / "checkpoints" / "latest").is_file())
+    from alignkit import checkpoints
+    from alignkit.rundir import RunDir
+
+    if not Path(path).is_dir():
+        return False
+    run = RunDir(path)
+    return run.config.is_file() and ((run.policy / "adapter_config.json").is_file()
+                                     or checkpoints.latest_path(run.checkpoints) is not None)
 
 
 def load_target(spec: str, dtype: str = "float32"):
