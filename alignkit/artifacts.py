@@ -54,12 +54,18 @@ TIME_ROLLOUT = "time/rollout"
 TIME_UPDATE = "time/update"
 TIME_STEP = "time/step"
 TIME_PREFIX = "time/"
+# Safe RLHF (ppo.cost): the reward and cost models' means and the multiplier of the step;
+# objective/scores is then the combined score (R − λC)/(1 + λ) that PPO optimises.
+REWARD = "objective/reward"
+COST = "objective/cost"
+LAMBDA = "objective/lambda"
 
 TRL_METRICS = (KL, ENTROPY, NON_SCORE_REWARD, RLHF_REWARD, SCORES, APPROXKL, CLIPFRAC,
                LOSS_POLICY, LOSS_VALUE, VALUE_CLIPFRAC, POLICY_ENTROPY, RATIO, NUM_EOS, LR,
                EPISODE, EPS)
 ALIGNKIT_METRICS = (STEP, KL_COEF, GOLD, LENGTH, ENSEMBLE_STD, TIME_GENERATION,
-                    TIME_REFERENCE, TIME_SCORING, TIME_ROLLOUT, TIME_UPDATE, TIME_STEP)
+                    TIME_REFERENCE, TIME_SCORING, TIME_ROLLOUT, TIME_UPDATE, TIME_STEP,
+                    REWARD, COST, LAMBDA)
 _OLD_METRIC_NAMES = {"episodes": EPISODE}
 
 MetricsRow = dict[str, float]  # one PPO step: metric name (above) → value

@@ -258,11 +258,9 @@ class PPOConfig(Section):
     synthetic_token: str = Field(" the", description="Target token of the synthetic reward.")
     cost: Literal["none", "model", "synthetic"] = Field(
         "none", description="Cost source for Safe RLHF: 'model' = the trained cost model "
-        "(higher = more harmful), 'synthetic' = share of synthetic_cost_token (tests), 'none' "
-        "= reward only.")
-    synthetic_cost_token: str = Field(" the", description="Token whose share is the synthetic "
-                                      "cost (the same as the reward's makes a known optimum: "
-                                      "reward = cost = the limit).")
+        "(higher = more harmful), 'synthetic' = the synthetic reward itself (tests: with "
+        "reward = cost the constrained optimum is known, reward = cost = cost_limit), "
+        "'none' = reward only.")
     cost_objective: Literal["lagrangian", "fixed"] = Field(
         "lagrangian", description="'lagrangian': score (R − λC)/(1 + λ) with λ learned by dual "
         "ascent on the batch's mean cost (Safe RLHF); 'fixed': R − λC with λ = lambda_init "

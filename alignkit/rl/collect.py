@@ -28,6 +28,7 @@ from alignkit.rl.rollout import Rollout, Scorer, response_forward
 
 if TYPE_CHECKING:
     from alignkit.generation_vllm import VLLMSampler
+    from alignkit.rl.lagrangian import SafetyObjective
 
 GoldFn = Callable[[list[str]], np.ndarray]
 
@@ -95,9 +96,11 @@ class RolloutCollector:
     def __init__(self, policy: Policy, tokenizer: PreTrainedTokenizerBase, scorer: Scorer,
                  cfg: PPOConfig, gen: GenerateConfig, stop_ids: list[int],
                  chat_template: bool = False, gold: GoldFn | None = None,
-                 sampler: VLLMSampler | None = None) -> None:
+                 sampler: VLLMSampler | None = None, cost_scorer: Scorer | None = None
+                 ) -> None:
         self.policy, self.tok, self.scorer, self.cfg, self.gen_cfg = (policy, tokenizer, scorer,
                                                                       cfg, gen)
+        self.cost_scorer = cost_scorer  # Safe RLHF: scores become (R − λC)/(1 + λ)
         self.stop_ids, self.chat_template, self.gold = stop_ids, chat_template, gold
         self.sampler = sampler  # None = alignkit's own sampler (generate.engine native)
 
@@ -107,15 +110,24 @@ class RolloutCollector:
                                      self.chat_template, self.sampler, version)
 
     @torch.no_grad()
-    def collect(self, prompts: list[str], seed_key: int, kl_coef: float, version: int = 0
-                ) -> RolloutBatch:
-        """One batch for ``prompts``; ``seed_key`` fixes the draw (the step, locally)."""
+    def collect(self, prompts: list[str], seed_key: int, kl_coef: float, version: int = 0,
+                safety: SafetyObjective | None = None) -> RolloutBatch:
+        """One batch for ``prompts``; ``seed_key`` fixes the draw (the step, locally);
+        ``safety`` combines reward and cost when there is a cost scorer."""
         cfg = self.cfg
         s = self.sample(prompts, cfg.seed * 7919 + seed_key, version)
         gen, mask, kl = s.gen, s.gen.response_mask, s.kl
         t2 = time.perf_counter()
         texts = gen.texts(self.tok)
         scores = self.scorer(prompts, texts, gen).float().to(mask.device)
+        safe_stats: A.MetricsRow = {}
+        if self.cost_scorer is not None:
+            if safety is None:
+                raise ValueError("ppo.cost: a cost scorer needs the trainer's SafetyObjective")
+            cost = self.cost_scorer(prompts, texts, gen).float().to(mask.device)
+            safe_stats = {A.REWARD: scores.mean().item(), A.COST: cost.mean().item(),
+                          A.LAMBDA: safety.lam}
+            scores = safety.score(scores, cost)
         raw_scores = scores.clone()
         if cfg.missing_eos_penalty is not None:
             scores = scores - cfg.missing_eos_penalty * (~gen.ended).float()
@@ -137,6 +149,7 @@ class RolloutCollector:
             A.TIME_GENERATION: s.seconds_generation,
             A.TIME_REFERENCE: s.seconds_reference,
             A.TIME_SCORING: t3 - t2,
+            **safe_stats,
         }
         if self.gold is not None:
             stats[A.GOLD] = float(np.mean(self.gold(texts)))
