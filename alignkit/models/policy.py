@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -22,9 +23,18 @@ from alignkit.distributed.device import module_device, pick_device, precision
 
 
 class Policy(nn.Module):
+    # Recompute each decoder layer's activations in the backward pass instead of keeping
+    # them (set from ppo.gradient_checkpointing): only grad-enabled forwards are affected.
+    gradient_checkpointing: bool = False
+
     def __init__(self, lm: PreTrainedModel, cfg: ModelConfig) -> None:
         super().__init__()
         self.use_lora = cfg.use_lora
+        if cfg.dtype == "bfloat16":
+            if not cfg.use_lora:
+                raise ValueError("model.dtype 'bfloat16' keeps a frozen base in bf16 and needs "
+                                 "model.use_lora: true (trained weights stay fp32)")
+            frozen_base_in_bf16(lm)
         if cfg.use_lora:
             lora = LoraConfig(
                 r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -41,6 +51,13 @@ class Policy(nn.Module):
         nn.init.zeros_(self.value_head.bias)
         self._merged = False
         self.to(pick_device(cfg.device))
+
+    @property
+    def low_precision_base(self) -> bool:
+        """True when the trunk's weights are below fp32 (model.dtype bfloat16): the
+        sampler's incremental pass and the update's full pass then round differently, so
+        PPO's old log-probs must come from the update's own computation."""
+        return self.causal.get_input_embeddings().weight.dtype != torch.float32
 
     @property
     def device(self) -> torch.device:
@@ -75,8 +92,11 @@ class Policy(nn.Module):
 
     @contextmanager
     def merged(self) -> Iterator[None]:
-        """Fold LoRA into the weights for sampling: one matmul per layer instead of three."""
-        if not isinstance(self.lm, PeftModel) or self._merged:
+        """Fold LoRA into the weights for sampling: one matmul per layer instead of three.
+
+        Not on a bf16 base: W + BA − BA rounded to bf16 twice is not W, so every merge
+        would move the frozen weights a little."""
+        if not isinstance(self.lm, PeftModel) or self._merged or self.low_precision_base:
             yield
             return
         self.lm.merge_adapter()
@@ -94,7 +114,8 @@ class Policy(nn.Module):
         the LM head's dtype whatever autocast did in the trunk: the heads read them at the
         weights' precision (fp32 unless model.dtype says otherwise)."""
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        with precision(input_ids.device):
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and not reference
+        with precision(input_ids.device), layer_checkpointing(self.causal, checkpointed):
             out = self.trunk(reference)(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 use_cache=False,
@@ -112,6 +133,59 @@ class Policy(nn.Module):
         return {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()
                 if "lora_" in k or "value_head" in k
                 or (not self.use_lora and not k.startswith("_ref."))}
+
+
+def frozen_base_in_bf16(lm: PreTrainedModel) -> None:
+    """Store the trunk in bf16 (half the memory and, on CPUs with AVX512-BF16/AMX and on
+    GPUs, ~2× the matmul rate) but keep the LM head in fp32, untied from the embedding if
+    it was tied: log-probs over a 49k vocabulary from bf16 logits (8 bits of mantissa)
+    would be off by ~1e-2. LoRA adapters (PEFT creates them in fp32), the value head,
+    losses and optimizer state stay fp32; PEFT casts a layer's input to the adapter's dtype
+    and the result back."""
+    head, emb = lm.get_output_embeddings(), lm.get_input_embeddings()
+    if head is not None and head.weight is emb.weight:
+        head.weight = nn.Parameter(head.weight.detach().float().clone(),
+                                   requires_grad=head.weight.requires_grad)
+        lm.config.tie_word_embeddings = False
+        if hasattr(lm.config, "get_text_config"):
+            lm.config.get_text_config(decoder=True).tie_word_embeddings = False
+    lm.to(torch.bfloat16)
+    if head is not None:
+        head.float()
+
+
+@contextmanager
+def layer_checkpointing(lm: nn.Module, on: bool) -> Iterator[None]:
+    """Checkpoint every decoder layer of ``lm`` inside this block (transformers'
+    GradientCheckpointingLayer; non-reentrant torch checkpointing): activations inside a
+    layer are recomputed in the backward pass instead of kept, so memory grows with the
+    number of layers, not with layers × their intermediates. The layers' ``training`` flag
+    (which transformers also requires) is set on the layer modules only, so dropout and
+    every other child stays as it was."""
+    if not on:
+        yield
+        return
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in lm.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"ppo.gradient_checkpointing: {type(lm).__name__} has no "
+                         "checkpointable decoder layers — set it to false for this model")
+    saved = [(m.gradient_checkpointing, m.training, m.__dict__.get("_gradient_checkpointing_func"))
+             for m in layers]
+    for m in layers:
+        m.gradient_checkpointing, m.training = True, True
+        m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+    try:
+        yield
+    finally:
+        for m, (flag, training, fn) in zip(layers, saved, strict=True):
+            m.gradient_checkpointing, m.training = flag, training
+            if fn is None:
+                m.__dict__.pop("_gradient_checkpointing_func", None)
+            else:
+                m._gradient_checkpointing_func = fn
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0,

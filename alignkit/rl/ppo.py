@@ -33,7 +33,7 @@ from alignkit.generation import encode_prompts, sample
 from alignkit.models.policy import Policy
 from alignkit.rl import math as M
 from alignkit.rl.kl_control import FixedKL, make_kl_controller
-from alignkit.rl.rollout import Rollout, Scorer, response_forward
+from alignkit.rl.rollout import Rollout, Scorer, response_forward, with_policy_logprobs
 
 GoldFn = Callable[[list[str]], np.ndarray]
 
@@ -76,6 +76,7 @@ class PPOTrainer:
         if cfg.algorithm != "ppo" and cfg.samples_per_prompt < 2:
             raise ValueError(f"ppo.samples_per_prompt must be >= 2 for {cfg.algorithm}")
         self.policy, self.tok, self.prompts = policy, tokenizer, prompts
+        policy.gradient_checkpointing = cfg.gradient_checkpointing  # the update's forwards
         self.scorer, self.cfg, self.gen_cfg, self.gold = scorer, cfg, gen, gold
         self.stop_ids, self.chat_template = stop_ids, chat_template
         self.sampler = sampler  # None = alignkit's own sampler (generate.engine native)
@@ -117,6 +118,8 @@ class PPOTrainer:
             with self.policy.merged():
                 gen = sample(self.policy, q, qm, g.max_new_tokens, self.stop_ids,
                              self.tok.pad_token_id, g.temperature, g.top_p, gen_rng)
+            if self.policy.low_precision_base:  # bf16: decoding rounds unlike the update
+                gen = with_policy_logprobs(self.policy, gen, g.temperature)
         t1 = time.perf_counter()
         mask = gen.response_mask
         with self.policy.reference():
