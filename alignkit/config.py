@@ -45,8 +45,10 @@ class ModelConfig(Section):
         "(random, for tests) or any Hugging Face causal-LM id or local path.",
     )
     dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Weight dtype. fp32 on CPU (bf16 matmuls are slower there); on "
-        "a GPU the weights stay fp32 too and bf16 autocast lowers only the matmuls.",
+        "float32", description="Base weight dtype. 'bfloat16' stores the frozen trunk in bf16 "
+        "(LoRA only; the LM head, adapters, value head, log-probs, losses and optimizer stay "
+        "fp32): half the memory, and faster where the CPU has AVX512-BF16/AMX or on a GPU; "
+        "old log-probs then come from the update's own pass. fp32 is the exact default.",
     )
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
@@ -274,6 +276,11 @@ class PPOConfig(Section):
                              "mean cost above the limit, per PPO step.")
     checkpoint_every: int = Field(4, ge=1, description="Steps between checkpoints.")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of sampling and minibatch order.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute the policy trunk's layer activations in the update's "
+        "backward instead of keeping them: ~1/3 more compute, far less memory for long "
+        "responses and large batches (off: the default batch fits).",
+    )
 
     @model_validator(mode="after")
     def _batch_fits(self) -> PPOConfig:

@@ -24,7 +24,7 @@ from alignkit.config import GenerateConfig, PPOConfig
 from alignkit.generation import Generation, encode_prompts, sample
 from alignkit.models.policy import Policy
 from alignkit.rl import math as M
-from alignkit.rl.rollout import Rollout, Scorer, response_forward
+from alignkit.rl.rollout import Rollout, Scorer, response_forward, with_policy_logprobs
 
 if TYPE_CHECKING:
     from alignkit.generation_vllm import VLLMSampler
@@ -75,6 +75,8 @@ def sample_with_reference(policy: Policy, tok: PreTrainedTokenizerBase, prompts:
         with policy.merged():
             gen = sample(policy, q, qm, g.max_new_tokens, stop_ids, tok.pad_token_id,
                          g.temperature, g.top_p, torch.Generator().manual_seed(seed))
+        if policy.low_precision_base:  # bf16: decoding rounds unlike the update
+            gen = with_policy_logprobs(policy, gen, g.temperature)
     t1 = time.perf_counter()
     ref, kl = reference_kl(policy, gen, g.temperature, estimator)
     return Sampled(gen, ref, kl, t1 - t0, time.perf_counter() - t1)

@@ -88,6 +88,7 @@ class PPOTrainer:
             raise ValueError(f"ppo.samples_per_prompt must be >= 2 for {cfg.algorithm}")
         self.policy, self.tok, self.prompts, self.cfg, self.gen_cfg = (policy, tokenizer,
                                                                        prompts, cfg, gen)
+        policy.gradient_checkpointing = cfg.gradient_checkpointing  # the update's forwards
         self.collector = RolloutCollector(policy, tokenizer, scorer, cfg, gen, stop_ids,
                                           chat_template, gold, sampler, cost_scorer)
         # Safe RLHF: λ of the reward–cost trade-off, moved by dual ascent in finish_step.
