@@ -379,9 +379,8 @@ def load_target(spec: str, dtype: str = "float32"):
                              "checkpoints/latest — finish its ppo stage first")
         tok = load_tokenizer(spec)
         return load_causal_lm(spec, tok, dtype), tok, spec
-    from alignkit import checkpoints
     from alignkit.config import load_config
-    from alignkit.models.build import build_base, build_policy
+    from alignkit.models.build import build_base
     from alignkit.rundir import RunDir
 
     run = RunDir(spec)
@@ -394,12 +393,10 @@ def load_target(spec: str, dtype: str = "float32"):
         base = build_base(m, tok, cfg.seed)
         model = PeftModel.from_pretrained(base, run.policy).merge_and_unload()
     else:
-        built = build_policy(m, cfg.seed)
-        tok, policy = built.tokenizer, built.policy
-        found = checkpoints.load_latest(run.checkpoints, log=print)
-        if found is None:
-            raise ValueError(f"--model '{spec}': no readable checkpoint in checkpoints/")
-        checkpoints.load_weights(policy, found[1].weights, f"checkpoint {found[0]}")
+        from alignkit.models.run import load_run_policy
+
+        rp = load_run_policy(run.path)
+        tok, policy = rp.tokenizer, rp.policy
         model = policy.lm.merge_and_unload() if m.use_lora else policy.lm
     return model.eval(), tok, m.name
 
