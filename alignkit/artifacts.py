@@ -1,3 +1,4 @@
+# Over 400 lines: every record of the run directory in one module, on purpose.
 """Typed records the stages hand each other and write to the run directory, and the metric
 names of metrics.jsonl. Nothing outside this module reads JSON keys of a run directory.
 
