@@ -391,7 +391,13 @@ class RunConfig(Section):
         "Not part of any stage hash: it changes where work runs, not what is computed.")
 
     def section_hash(self, *names: str) -> str:
-        """Hash of the named sections, so a stage reruns only when its inputs changed."""
+        """Hash of the named sections, so a stage reruns only when its inputs changed.
+
+        A section that is not in use (SL-CAI switched off, no cost model) leaves the hash
+        alone: it changes nothing downstream, and runs made before it existed keep their
+        hashes."""
+        in_use = {"sl_cai": self.sl_cai.enabled, "cost": self.ppo.cost == "model"}
+        names = tuple(n for n in names if in_use.get(n, True))
         blob = json.dumps({n: getattr(self, n).model_dump() for n in names}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

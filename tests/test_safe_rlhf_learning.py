@@ -38,7 +38,8 @@ def _run(tok, tmp_path, objective: str, lam: float, algorithm: str = "ppo", step
     return rows
 
 
-def _tail(rows: list[dict], key: str, n: int = 10) -> float:
+def _tail(rows: list[dict], key: str, n: int = 20) -> float:
+    """Mean of the last ``n`` steps: dual ascent oscillates around the limit."""
     return sum(r[key] for r in rows[-n:]) / n
 
 
@@ -46,10 +47,11 @@ def _tail(rows: list[dict], key: str, n: int = 10) -> float:
 def test_lagrangian_holds_cost_at_the_limit(tiny_tokenizer, tmp_path):
     free = _run(tiny_tokenizer, tmp_path / "free", "fixed", lam=0.0)
     assert _tail(free, A.COST) > LIMIT + 0.1, [r[A.COST] for r in free]  # unconstrained
-    safe = _run(tiny_tokenizer, tmp_path / "lagrangian", "lagrangian", lam=0.0)
+    # λ starts at 1, where (R − λC)/(1 + λ) is flat, and moves by dual ascent from there
+    safe = _run(tiny_tokenizer, tmp_path / "lagrangian", "lagrangian", lam=1.0)
     cost = _tail(safe, A.COST)
     assert abs(cost - LIMIT) < 0.1, [round(r[A.COST], 3) for r in safe]
-    assert max(r[A.LAMBDA] for r in safe) > 0.5  # λ rose to hold the line
+    assert max(r[A.LAMBDA] for r in safe[20:]) > 1.0  # λ rose past 1 to hold the line
     # the reward is as high as the limit allows (here reward = cost)
     assert abs(_tail(safe, A.REWARD) - LIMIT) < 0.1
     # logged every step, the score is the combined one

@@ -16,6 +16,7 @@ from functools import partial
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import Linear as LoraLinear
+from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
@@ -108,6 +109,22 @@ class Policy(nn.Module):
         finally:
             self.lm.unmerge_adapter()
             self._merged = False
+
+    def absorb_adapters(self) -> None:
+        """Fold the adapters into the base weights for good and start fresh ones.
+
+        After SL-CAI's fine-tune this makes the SFT model the reference that PPO's KL is
+        measured against (InstructGPT's reference is the SFT model too): with the SFT delta
+        left in the adapters, the KL penalty would pull the policy back to the base model
+        and undo the warm start."""
+        if not isinstance(self.lm, PeftModel) or self._merged:
+            raise RuntimeError("absorb_adapters needs LoRA adapters, outside merged()")
+        self.lm.merge_adapter()
+        for module in self.lm.modules():
+            if isinstance(module, LoraLayer):
+                module.merged_adapters = []  # the delta now belongs to the base weights
+                for name in module.lora_A:
+                    module.reset_lora_parameters(name, True)
 
     # --- forward ------------------------------------------------------------------------
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
