@@ -378,6 +378,7 @@ class GuardEvaluation(Record):
     entropy_per_token: float | None = None
     eos_rate: float | None = None
     ensemble_std: float | None = None
+    benign_refusal: float | None = None  # hh probe: share of held-out benign requests refused
 
     def to_json(self) -> dict[str, Any]:
         """Only the fields this evaluation measured (a baseline has no rollout numbers)."""

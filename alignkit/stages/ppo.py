@@ -169,8 +169,15 @@ def make_guard(ctx: StageContext, trainer: PPOTrainer, resume: bool) -> Guard | 
 
         members = RewardEnsemble.load(ctx.run.reward_model, c.model.device)
         ensemble = lambda p, t: members.member_scores(p, t).numpy()  # noqa: E731
+    probe = None
+    if c.data.prompts == "hh" and g.hh_heldout_prompts:
+        from alignkit.guard.hh_probe import HHProbe
+
+        n = g.hh_heldout_prompts
+        probe = HHProbe(trainer, [p.text for p in ctx.hh_sets.guard_benign[:n]],
+                        [p.text for p in ctx.hh_sets.guard_harmful[:n]])
     guard = Guard(g, trainer, heldout=heldout, ensemble=ensemble, state_path=ctx.run.guard,
-                  log=lambda m: ctx.console.print(m, markup=False))
+                  log=lambda m: ctx.console.print(m, markup=False), hh_probe=probe)
     if resume and trainer.step > 0:
         guard.load_state()
     else:
