@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from alignkit import checkpoints
 from alignkit.config import RunConfig
-from alignkit.models.build import build_policy
+from alignkit.models.build import apply_warm_start, build_policy
 from alignkit.models.policy import Policy
 from alignkit.rundir import RunDir
 
@@ -53,6 +53,8 @@ def load_run_policy(run_dir: str | Path, checkpoint: str | Path | None = None) -
     m = cfg.model
     built = build_policy(m, cfg.seed)
     tok, policy, stop_ids = built.tokenizer, built.policy, built.stop_ids
+    if cfg.sl_cai.enabled and run.sl_cai_adapter.exists():  # PPO ran on the SL-CAI model
+        apply_warm_start(policy, run.sl_cai_adapter)
     state = checkpoints.load_state(path)
     try:
         checkpoints.load_weights(policy, state.weights, f"checkpoint {path}")

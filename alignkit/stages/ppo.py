@@ -32,9 +32,21 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:
         ctx.console.print(f"PPO stopped by the guard: {outcome}", markup=False)
         guard_stop, outcome = outcome, "steps done"
     if outcome == "steps done" and ctx.policy.use_lora:
-        ctx.policy.lm.save_pretrained(ctx.run.policy)  # a PEFT adapter folder
+        _save_policy(ctx)
     return StageResult(outcome, done=outcome == "steps done",
                        record=PPOResult(outcome, steps, guard_stop))
+
+
+def _save_policy(ctx: StageContext) -> None:
+    """The aligned policy as a PEFT adapter folder for the base model (with SL-CAI: its
+    delta and PPO's joined into one adapter, since PPO's alone sits on the SL-CAI model)."""
+    if ctx.cfg.sl_cai.enabled and ctx.run.sl_cai_adapter.exists():
+        from alignkit.models.build import save_aligned_adapter
+
+        save_aligned_adapter(ctx.policy, ctx.cfg.model, ctx.cfg.seed, ctx.run.sl_cai_adapter,
+                             ctx.run.policy)
+    else:
+        ctx.policy.lm.save_pretrained(ctx.run.policy)
 
 
 def scorer_spec(ctx: StageContext) -> ScorerSpec:
