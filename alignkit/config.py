@@ -390,6 +390,20 @@ class RunConfig(Section):
         description="Where PPO runs: in this process, or on Ray rollout workers + a learner. "
         "Not part of any stage hash: it changes where work runs, not what is computed.")
 
+    @model_validator(mode="after")
+    def _safe_rlhf_fits(self) -> RunConfig:
+        if self.ppo.cost == "none":
+            return self
+        if self.distributed.backend == "ray":
+            raise field_conflict("ppo.cost", "Safe RLHF's cost runs in the local trainer only "
+                                 "(the Ray workers do not carry λ yet) — set "
+                                 "distributed.backend: local or ppo.cost: none")
+        if self.ppo.cost == "model" and self.data.prompts != "hh":
+            raise field_conflict("ppo.cost", "a cost model learns harmlessness rankings with "
+                                 "safe/unsafe flags, which the hh prompt set gets — set "
+                                 "data.prompts: hh")
+        return self
+
     def section_hash(self, *names: str) -> str:
         """Hash of the named sections, so a stage reruns only when its inputs changed.
 

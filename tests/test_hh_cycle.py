@@ -25,6 +25,7 @@ SETS = ("harmful_heldout", "harmbench", "jailbreak", "benign_refusal", "lookalik
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_tiny_hh_cycle_keeps_the_report_contract(tmp_path):
     cfg = load_config(ROOT / "configs/tiny.yaml", TINY_HH)
     assert run_cycle(cfg, tmp_path) == "done"
