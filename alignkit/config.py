@@ -313,16 +313,16 @@ class SLCAIConfig(Section):
     enabled: bool = Field(False, description="Run SL-CAI before round 0 (the hh default turns "
                           "it on: the base model refuses ~3% of harmful requests, too rarely "
                           "for RL to find).")
-    harmful_prompts: int = Field(96, ge=1, description="Training harmful requests revised.")
+    harmful_prompts: int = Field(80, ge=1, description="Training harmful requests revised.")
     benign_prompts: int = Field(160, ge=0, description="Training benign requests (look-alikes "
                                 "first) answered by the model itself, so SFT keeps answering.")
-    samples: int = Field(2, ge=1, le=16, description="Critique → revision chains (and benign "
-                         "answers) per prompt; the judge keeps the first good one.")
+    samples: int = Field(2, ge=1, le=16, description="Critique → revision chains per harmful "
+                         "prompt; the judge keeps the first that declines (benign requests "
+                         "are answered once).")
     principles: list[str] = Field(
-        default_factory=lambda: ["no-dangerous-instructions", "harmless-general",
-                                 "helpful-refusal"],
+        default_factory=lambda: ["decline-harmful-request", "no-dangerous-instructions"],
         description="Constitution principles asked for the critique and revision: the ones "
-        "about declining harm.")
+        "about declining harm (a 135M model follows a concrete revision request best).")
     constitution: str | None = Field(None, description="Constitution YAML; None = "
                                      "constitutions/default.yaml.")
     judge: Literal["zou-prefixes", "mitigation-bypass"] = Field(

@@ -14,9 +14,9 @@ from alignkit.safety.constitution import (
 
 def test_default_constitution_has_sixteen_principles_over_three_criteria():
     c = load_constitution()
-    assert len(c.principles) == 16
+    assert len(c.principles) == 17
     assert {p.category for p in c.principles} == {"harmlessness", "honesty", "helpfulness"}
-    assert len({p.name for p in c.principles}) == 16
+    assert len({p.name for p in c.principles}) == 17
     assert all(p.critique and p.revision and p.choice.endswith("?") for p in c.principles)
     assert any(p.examples for p in c.principles)
 

@@ -75,15 +75,14 @@ def pick_answers(prompts: Sequence[str], answers: Sequence[str], judge: RefusalJ
 def build_sl_cai_data(generate: ChatGenerator, harmful: Sequence[str], benign: Sequence[str],
                       constitution: Constitution, judge: RefusalJudge, samples: int,
                       min_relevance: float, seed: int) -> SLCAIReport:
-    """Critique → revision ``samples`` times per harmful prompt, filtered by ``judge``; one own
-    on-topic answer per benign prompt (``samples`` tries)."""
+    """Critique → revision ``samples`` times per harmful prompt, filtered by ``judge``; the
+    model's own answer to each benign prompt, kept when on topic and not a refusal."""
     repeated = [p for p in harmful for _ in range(samples)]
     revisions = critique_and_revise(generate, repeated, constitution, rounds=1, seed=seed)
     refusing = pick_refusals(revisions, judge)
     originals = judge.refused(repeated, [r.original for r in revisions])
-    benign_rep = [p for p in benign for _ in range(samples)]
-    answers = generate([[{"role": "user", "content": p}] for p in benign_rep])
-    answered = pick_answers(benign_rep, answers, judge, min_relevance)
+    answers = generate([[{"role": "user", "content": p}] for p in benign])
+    answered = pick_answers(benign, answers, judge, min_relevance)
     examples = ([SFTExample(p, c, "revision") for p, c in refusing.items()]
                 + [SFTExample(p, c, "answer") for p, c in answered.items()])
     n_ref = int(judge.refused([r.prompt for r in revisions],
