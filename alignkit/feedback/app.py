@@ -27,6 +27,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alignkit.feedback.admin import admin_summary
 from alignkit.feedback.store import FeedbackError, FeedbackStore, Item, Labeler
@@ -332,6 +333,13 @@ def create_app(
     @app.exception_handler(FeedbackError)
     async def _refused(_: Request, exc: FeedbackError) -> JSONResponse:
         return _error(STATUS.get(exc.code, 422), exc.field or "request", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes and methods answer in the same shape as every other refusal.
+        field = {404: "path", 405: "method"}.get(exc.status_code, "request")
+        return _error(exc.status_code, field, f"{exc.detail} — see /docs for the API",
+                      dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
