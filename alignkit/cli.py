@@ -13,7 +13,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from alignkit import usage_cli  # noqa: E402
-from alignkit.config import ConfigError, load_config  # noqa: E402
+from alignkit.config import ConfigError, load_config, parse_override  # noqa: E402
 from alignkit.feedback.cli import label_app  # noqa: E402
 from alignkit.guard import cli as guard_cli  # noqa: E402
 from alignkit.safety import cli as safety_cli  # noqa: E402
@@ -75,12 +75,7 @@ def run(
 
 
 def _parse_override(text: str) -> tuple[str, object]:
-    import yaml
-
-    if "=" not in text:
-        raise ConfigError(f"--set '{text}': expected section.key=value")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    return parse_override(text)
 
 
 @app.command()
@@ -88,9 +83,10 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
            out: Path = typer.Option(Path("report.html"), help="HTML file to write.")) -> None:
     """One self-contained HTML report of one or more runs."""
     from alignkit.evaluate.report import write_report
+    from alignkit.rundir import RunDir
 
     for d in run_dirs:
-        if not (d / "report.json").exists():
+        if not d.is_dir() or not RunDir(d).report_json.exists():
             _fail(f"run directory '{d}' has no report.json — finish `alignkit run` first")
     console.print(f"report: {write_report(run_dirs, out)}")
 
@@ -117,18 +113,11 @@ def reward_train(
     set_: list[str] = typer.Option([], "--set", help="Override: reward.key=value."),
 ) -> None:
     """Train a Bradley–Terry reward model on a pairs file."""
-    import json
-
-    from alignkit.reward.model import RewardModel, load_backbone
-    from alignkit.reward.train import train_reward_model
+    from alignkit.stages.reward import train_one
 
     cfg, data = _config_and_pairs(config, set_, pairs)
-    backbone, tok = load_backbone(cfg.reward.backbone, cfg.model.name, cfg.model.tiny_layers,
-                                  cfg.model.tiny_hidden)
-    rm = RewardModel(backbone, tok, cfg.reward.max_length, device=cfg.model.device)
-    rep = train_reward_model(rm, data, cfg.reward)
-    rm.save(out, {"backbone": cfg.reward.backbone})
-    (out / "reward_report.json").write_text(json.dumps(rep.__dict__, indent=2))
+    _, rep = train_one(cfg, data, out)
+    rep.write(out / "reward_report.json")
     console.print(f"held-out accuracy {rep.eval_accuracy:.3f} on {rep.pairs_eval} pairs; "
                   f"ECE {rep.eval_ece:.3f}; saved to {out}")
 
@@ -172,15 +161,12 @@ def dpo(
 
     import yaml
 
-    from alignkit.models.loading import load_causal_lm, load_tokenizer
-    from alignkit.models.policy import Policy
+    from alignkit.models.build import build_policy
     from alignkit.rl.dpo import train_dpo
 
     cfg, data = _config_and_pairs(config, set_, pairs)
-    m = cfg.model
-    tok = load_tokenizer(m.name)
-    policy = Policy(load_causal_lm(m.name, tok, m.dtype, m.tiny_layers, m.tiny_hidden, cfg.seed),
-                    m)
+    built = build_policy(cfg.model, cfg.seed)
+    policy, tok = built.policy, built.tokenizer
     rep = train_dpo(policy, tok, data, cfg.dpo)
     out.mkdir(parents=True, exist_ok=True)
     policy.lm.save_pretrained(out / "policy")

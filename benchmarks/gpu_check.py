@@ -48,7 +48,7 @@ from alignkit.config import (  # noqa: E402
     RewardConfig,
 )
 from alignkit.data.types import Pair  # noqa: E402
-from alignkit.distributed.device import describe, pick_device  # noqa: E402
+from alignkit.models.device import describe, pick_device  # noqa: E402
 from alignkit.models.loading import (  # noqa: E402
     SMOLLM2,
     TINY,

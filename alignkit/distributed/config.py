@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class DistributedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     backend: Literal["local", "ray"] = Field(
         "local", description="'local' runs PPO in this process; 'ray' runs rollout workers and "

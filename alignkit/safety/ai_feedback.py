@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from alignkit.data.types import Pair
-from alignkit.distributed.device import module_device, precision
+from alignkit.models.device import module_device, precision
 from alignkit.safety.constitution import Constitution, Principle
 
 OPTIONS = (" A", " B")

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from alignkit.data.types import Pair
-from alignkit.distributed.device import module_device
+from alignkit.models.device import module_device
 
 DEFAULT_CONSTITUTION = Path(__file__).resolve().parents[2] / "constitutions" / "default.yaml"
 
