@@ -45,3 +45,25 @@ def test_sorry_but_here_is_how_trips_marker_hacking():
     assert alarm is not None and alarm.evidence["marked_but_answered"] >= 3
     honest = judge.refused(HARMFUL, refusals)
     assert refusal_marker_hacking(7, refusals, [True] * 4, honest, 0.5) is None
+
+
+def test_guard_runs_the_hh_probe_and_acts():
+    """Through the Guard: a probe whose policy starts refusing benign requests trips
+    over_refusal with action 'stop', and a 'sorry, but here is how' probe trips hacking."""
+    from alignkit.guard.config import GuardConfig
+    from alignkit.guard.guard import Guard
+    from alignkit.guard.hh_probe import HHProbeResult
+
+    results = iter([
+        HHProbeResult(0.0, [], ["I'm sorry, I can't."] * 4, [True] * 4, [True] * 4),
+        HHProbeResult(0.75, ["I'm sorry, but I can't help with that."] * 3,
+                      ["Sorry, but here is how: ..."] * 4, [True] * 4, [False] * 4),
+    ])
+    cfg = GuardConfig(every=1, over_refusal_action="stop")
+    guard = Guard(cfg, hh_probe=lambda: next(results), log=None)
+    stats = {"step": 1, "objective/scores": 0.1, "objective/kl": 0.5, "response/length": 8.0}
+    assert guard(stats, ["p"], ["t"]) is None  # first evaluation: the baseline rate
+    verdict = guard({**stats, "step": 2}, ["p"], ["t"])
+    fired = {a.detector for a in guard.alarms}
+    assert {"over_refusal", "refusal_marker_hacking"} <= fired, fired
+    assert verdict is not None and "over_refusal" in verdict

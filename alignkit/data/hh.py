@@ -49,6 +49,8 @@ class HHSets:
     lookalike_heldout: list[HHPrompt]
     harmbench: list[HHPrompt]  # evaluation only
     jailbreak: list[HHPrompt]  # evaluation only: held-out requests inside jailbreak templates
+    guard_harmful: list[HHPrompt] = field(default_factory=list)  # the guard's probe: neither
+    guard_benign: list[HHPrompt] = field(default_factory=list)  # trained on nor evaluated
     false_claims: list[str] = field(default_factory=list)  # evaluation only (honesty)
     rtp: list[str] = field(default_factory=list)  # evaluation only (profanity)
 
@@ -140,8 +142,9 @@ def _take(pool: list[HHPrompt], n: int) -> tuple[list[HHPrompt], list[HHPrompt]]
 def hh_sets(seed: int = 0, harmful_eval: int = 40, benign_eval: int = 40,
             lookalike_eval: int = 40, harmbench_eval: int = 40, jailbreak_eval: int = 24,
             honesty_eval: int = 30, rtp_eval: int = 60, harmful_train: int = 240,
-            benign_train: int = 240) -> HHSets:
-    """The seeded split: held-out sets first, then at most ``*_train`` of the rest."""
+            benign_train: int = 240, guard_probe: int = 16) -> HHSets:
+    """The seeded split: held-out sets first, then ``guard_probe`` benign and harmful requests
+    for the guard, then at most ``*_train`` of the rest."""
     rng = random.Random(seed)
     harmful = advbench() + donotanswer()
     benign = chatterbot_requests()
@@ -150,6 +153,8 @@ def hh_sets(seed: int = 0, harmful_eval: int = 40, benign_eval: int = 40,
         rng.shuffle(pool)
     harmful_held, harmful_rest = _take(harmful, harmful_eval)
     benign_held, benign_rest = _take(benign, benign_eval)
+    guard_harmful, harmful_rest = _take(harmful_rest, guard_probe)
+    guard_benign, benign_rest = _take(benign_rest, guard_probe)
     look_held, look_rest = _take(looks, lookalike_eval)
     train = harmful_rest[:harmful_train] + benign_rest[:benign_train] + look_rest
     rng.shuffle(train)
@@ -165,6 +170,7 @@ def hh_sets(seed: int = 0, harmful_eval: int = 40, benign_eval: int = 40,
     rng.shuffle(rtp)
     return HHSets(train=train, harmful_heldout=harmful_held, benign_heldout=benign_held,
                   lookalike_heldout=look_held, harmbench=hb[:harmbench_eval], jailbreak=wrapped,
+                  guard_harmful=guard_harmful, guard_benign=guard_benign,
                   false_claims=claims[:honesty_eval], rtp=rtp[:rtp_eval])
 
 

@@ -38,6 +38,7 @@ from alignkit.evaluate.report_format import (
     _signed,
     _table,
 )
+from alignkit.evaluate.report_hh import hh_section
 from alignkit.evaluate.report_load import (
     Run,
     _label_runs,
@@ -167,6 +168,7 @@ def _chips(run: Run) -> list[str]:
 def _single(run: Run, pngs: Mapping[str, bytes]) -> str:
     sections = [
         ("story", "Summary", _story(run, pngs)),
+        ("hh", "Helpful & harmless", hh_section(run.section("hh"))),
         ("training", "PPO", _training(run, pngs)),
         ("reward-model", "Reward model", _reward_model(run, pngs)),
         ("feedback", "Feedback", _feedback(run)),

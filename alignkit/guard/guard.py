@@ -22,8 +22,10 @@ from alignkit import checkpoints
 from alignkit.artifacts import GuardReport
 from alignkit.guard import detectors as D
 from alignkit.guard.config import GuardConfig
+from alignkit.guard.hh_detectors import over_refusal, refusal_marker_hacking
 
 if TYPE_CHECKING:
+    from alignkit.guard.hh_probe import HHProbeResult
     from alignkit.rl.collect import RolloutCollector
     from alignkit.rl.ppo import PPOTrainer
 
@@ -80,8 +82,11 @@ class Guard:
     def __init__(self, cfg: GuardConfig, trainer: PPOTrainer | None = None,
                  heldout: HeldoutEval | Callable[[], HeldoutResult] | None = None,
                  ensemble: EnsembleFn | None = None, state_path: Path | None = None,
-                 log: Callable[[str], None] | None = print) -> None:
+                 log: Callable[[str], None] | None = print,
+                 hh_probe: Callable[[], HHProbeResult] | None = None) -> None:
         self.cfg, self.trainer, self.heldout, self.ensemble = cfg, trainer, heldout, ensemble
+        self.hh_probe = hh_probe
+        self._hh: HHProbeResult | None = None
         self.state_path = state_path
         self.log = log or (lambda _msg: None)
         self.alarms: list[D.Alarm] = []
@@ -125,6 +130,8 @@ class Guard:
         h = self.heldout()
         rec = {"step": step, "proxy": h.proxy, "gold": h.gold, "kl": h.kl, "length": h.length,
                "source": "heldout", "baseline": True}
+        if self.hh_probe is not None:
+            rec["benign_refusal"] = self.hh_probe().benign_refusal
         self.evaluations.append(rec)
         self._track_best(rec)
         self._save_state()
@@ -151,6 +158,9 @@ class Guard:
             rec.update(proxy=rec["rollout_proxy"], gold=rec["rollout_gold"],
                        kl=rec["rollout_kl"], length=length, source="rollout")
             self._samples = (prompts, texts, None, None)
+        if self.hh_probe is not None:
+            self._hh = self.hh_probe()
+            rec["benign_refusal"] = self._hh.benign_refusal
         if self.ensemble is not None:
             r = np.asarray(self.ensemble(prompts, texts), dtype=np.float64)
             rec["ensemble_std"] = float(r.std(axis=0).mean()) if r.ndim == 2 and len(r) > 1 \
@@ -190,6 +200,13 @@ class Guard:
                               c.distinct_floor, c.same_answer_share, c.eos_rate_change))
         _, dis = self._series("ensemble_std")
         out.append(D.ensemble_disagreement(step, dis, c.ensemble_rise, samples=texts))
+        if self._hh is not None:
+            _, rates = self._series("benign_refusal")
+            out.append(over_refusal(step, rates, c.over_refusal_bound,
+                                    samples=self._hh.benign_refused))
+            out.append(refusal_marker_hacking(step, self._hh.harmful_replies,
+                                              self._hh.harmful_marked, self._hh.harmful_refused,
+                                              c.refusal_marker_hacking_share))
         return [a for a in out if a is not None]
 
     # --- actions ------
@@ -271,7 +288,7 @@ class Guard:
             "alarms": [a.to_dict() for a in self.alarms],
             "stopped": self.stopped,
             "best": self.best,
-            "gao_fit": None if fit is None else fit.__dict__,
+            "gao_fit": None if fit is None else fit.to_json(),
             "evaluations": self.evaluations,
             "config": self.cfg.model_dump(),
         }

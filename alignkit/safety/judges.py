@@ -16,17 +16,26 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Judge:
-    """A harm scorer: ``harm(texts)`` gives a probability-like score in [0, 1] (1 = harmful)."""
+    """A harm scorer: ``harm(texts)`` gives a probability-like score in [0, 1] (1 = harmful).
+
+    A judge with ``needs_prompts`` judges a reply *to a request* — complying with a harmful
+    request is the harm — and is called as ``harm(texts, prompts)``."""
 
     name: str
     source: str
     blind_spots: str
-    harm_fn: Callable[[list[str]], np.ndarray]
+    harm_fn: Callable[..., np.ndarray]
+    needs_prompts: bool = False
 
-    def harm(self, texts: Sequence[str]) -> np.ndarray:
+    def harm(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros(0, dtype=np.float64)
-        return np.asarray(self.harm_fn(list(texts)), dtype=np.float64)
+        if not self.needs_prompts:
+            return np.asarray(self.harm_fn(list(texts)), dtype=np.float64)
+        if prompts is None or len(prompts) != len(texts):
+            raise ValueError(f"judge '{self.name}' judges replies to requests — pass the "
+                             "prompts, one per text")
+        return np.asarray(self.harm_fn(list(texts), list(prompts)), dtype=np.float64)
 
     def goodness(self, texts: Sequence[str]) -> np.ndarray:
         """1 - harm: the utility simulated labelers and the gold reward maximise."""
@@ -70,10 +79,35 @@ JUDGES: dict[str, Judge] = {
 }
 
 
+# Judges of replies to requests (refusal markers + MiniLM relevance, safety.refusal); kept
+# apart from JUDGES, whose members judge a text alone and run on every evaluation.
+PROMPT_JUDGES = ("compliance-zou-prefixes", "compliance-mitigation-bypass")
+
+
+def _compliance(markers: str) -> Callable[[list[str], list[str]], np.ndarray]:
+    def harm(texts: list[str], prompts: list[str]) -> np.ndarray:
+        from alignkit.safety.refusal import refusal_judges
+
+        return refusal_judges()[markers].complied(prompts, texts).astype(np.float64)
+
+    return harm
+
+
+def _compliance_judge(markers: str) -> Judge:
+    from alignkit.safety.refusal import RefusalJudge, mitigation_bypass, zou_prefixes
+
+    ref = RefusalJudge(zou_prefixes() if markers == "zou-prefixes" else mitigation_bypass())
+    return Judge(f"compliance-{markers}", f"1 = complied, 0 = refused: {ref.source}",
+                 ref.blind_spots + "; meant for harmful requests only (on a benign request "
+                 "compliance is the goal)", _compliance(markers), needs_prompts=True)
+
+
 def get_judge(name: str) -> Judge:
+    if name in PROMPT_JUDGES:
+        return _compliance_judge(name.removeprefix("compliance-"))
     try:
         return JUDGES[name]
     except KeyError:
         raise ValueError(
-            f"judge '{name}' is unknown — use one of: {', '.join(sorted(JUDGES))}"
-        ) from None
+            f"judge '{name}' is unknown — use one of: "
+            f"{', '.join(sorted([*JUDGES, *PROMPT_JUDGES]))}") from None

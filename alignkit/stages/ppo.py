@@ -32,9 +32,21 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:
         ctx.console.print(f"PPO stopped by the guard: {outcome}", markup=False)
         guard_stop, outcome = outcome, "steps done"
     if outcome == "steps done" and ctx.policy.use_lora:
-        ctx.policy.lm.save_pretrained(ctx.run.policy)  # a PEFT adapter folder
+        _save_policy(ctx)
     return StageResult(outcome, done=outcome == "steps done",
                        record=PPOResult(outcome, steps, guard_stop))
+
+
+def _save_policy(ctx: StageContext) -> None:
+    """The aligned policy as a PEFT adapter folder for the base model (with SL-CAI: its
+    delta and PPO's joined into one adapter, since PPO's alone sits on the SL-CAI model)."""
+    if ctx.cfg.sl_cai.enabled and ctx.run.sl_cai_adapter.exists():
+        from alignkit.models.build import save_aligned_adapter
+
+        save_aligned_adapter(ctx.policy, ctx.cfg.model, ctx.cfg.seed, ctx.run.sl_cai_adapter,
+                             ctx.run.policy)
+    else:
+        ctx.policy.lm.save_pretrained(ctx.run.policy)
 
 
 def scorer_spec(ctx: StageContext) -> ScorerSpec:
@@ -44,13 +56,25 @@ def scorer_spec(ctx: StageContext) -> ScorerSpec:
     return ScorerSpec(c.ppo.reward, c.feedback.judge, str(ctx.run.reward_model), c.model.device)
 
 
+def cost_spec(ctx: StageContext) -> ScorerSpec | None:
+    """Safe RLHF's cost source (``ppo.cost``): the run's cost model, or the synthetic reward
+    itself for the known-answer test; None = reward only."""
+    from alignkit.distributed.workers import ScorerSpec
+
+    c = ctx.cfg
+    if c.ppo.cost == "none":
+        return None
+    return ScorerSpec(c.ppo.cost, c.feedback.judge, str(ctx.run.cost_model), c.model.device)
+
+
 def make_trainer(ctx: StageContext) -> PPOTrainer:
     from alignkit.rl.ppo import PPOTrainer
 
-    c = ctx.cfg
+    c, cost = ctx.cfg, cost_spec(ctx)
     return PPOTrainer(ctx.policy, ctx.tokenizer, ctx.prompts.train,
                       scorer_spec(ctx)(ctx.tokenizer), c.ppo, c.generate, ctx.run.path,
-                      ctx.stop_ids, c.data.chat_template, gold=ctx.judge.goodness)
+                      ctx.stop_ids, c.data.chat_template, gold=ctx.judge.goodness,
+                      cost_scorer=cost(ctx.tokenizer) if cost is not None else None)
 
 
 def _rollout_sampler(ctx: StageContext):
@@ -157,8 +181,15 @@ def make_guard(ctx: StageContext, trainer: PPOTrainer, resume: bool) -> Guard | 
 
         members = RewardEnsemble.load(ctx.run.reward_model, c.model.device)
         ensemble = lambda p, t: members.member_scores(p, t).numpy()  # noqa: E731
+    probe = None
+    if c.data.prompts == "hh" and g.hh_heldout_prompts:
+        from alignkit.guard.hh_probe import HHProbe
+
+        n = g.hh_heldout_prompts
+        probe = HHProbe(trainer, [p.text for p in ctx.hh_sets.guard_benign[:n]],
+                        [p.text for p in ctx.hh_sets.guard_harmful[:n]])
     guard = Guard(g, trainer, heldout=heldout, ensemble=ensemble, state_path=ctx.run.guard,
-                  log=lambda m: ctx.console.print(m, markup=False))
+                  log=lambda m: ctx.console.print(m, markup=False), hh_probe=probe)
     if resume and trainer.step > 0:
         guard.load_state()
     else:
