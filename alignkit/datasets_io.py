@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from datasets import Dataset, DatasetDict, load_from_disk
 
@@ -23,6 +23,8 @@ from alignkit.data.types import PAIR_FIELDS, SOURCES, Pair, pair_from_record, pa
 from alignkit.jsonl import read_jsonl, write_jsonl
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+Target = Literal["trl", "openrlhf"]
+TARGETS = ("trl", "openrlhf")
 COMPLETION_COLUMNS = ("prompt", "completion")
 
 
@@ -152,12 +154,55 @@ def _format_name(columns: list[str]) -> str:
     return "no TRL format recognised (columns kept as they are)"
 
 
-def convert(src: str | Path, dst: str | Path) -> str:
+def trl_rows(pairs: Iterable[Pair], margin: bool = False) -> list[dict[str, Any]]:
+    """Rows for TRL's ``RewardTrainer`` (explicit-prompt preference format): ``prompt``,
+    ``chosen``, ``rejected``, and ``margin`` only when training with one. TRL's loss is
+    ``-log sigma(r_c - r_r - margin)``; alignkit's with ``reward.margin`` subtracts the vote
+    strength, so that is the margin written. Nothing else: TRL reads no other column."""
+    rows = []
+    for p in pairs:
+        row: dict[str, Any] = {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
+        if margin:
+            row["margin"] = p.vote_strength
+        rows.append(row)
+    return rows
+
+
+def openrlhf_rows(pairs: Iterable[Pair], margin: bool = False) -> list[dict[str, Any]]:
+    """Rows for OpenRLHF's reward-model trainer with ``--apply_chat_template --prompt_key
+    prompt --chosen_key chosen --rejected_key rejected``: the prompt as a one-message user
+    conversation, each completion as one assistant message (OpenRLHF renders
+    prompt + completion with the model's chat template). ``margin`` (OpenRLHF reads it as
+    the loss margin, as TRL does) only when training with one."""
+    rows = []
+    for p in pairs:
+        row: dict[str, Any] = {
+            "prompt": [{"role": "user", "content": p.prompt}],
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+        }
+        if margin:
+            row["margin"] = p.vote_strength
+        rows.append(row)
+    return rows
+
+
+def convert(src: str | Path, dst: str | Path, to: Target | None = None,
+            margin: bool = False) -> str:
     """JSONL file ↔ datasets folder, columns kept (run completions flattened to TRL's
-    prompt/completion rows); returns a one-line summary."""
+    prompt/completion rows); returns a one-line summary.
+
+    ``to="trl"`` / ``"openrlhf"`` reads ``src`` as pairs and writes only what that trainer
+    reads (:func:`trl_rows`, :func:`openrlhf_rows`), as JSONL or a datasets folder by the
+    ``dst`` suffix; ``margin`` adds the margin column (= vote strength).
+    """
     src, dst = Path(src), Path(dst)
     if dst.exists() and (dst.is_file() or any(dst.iterdir())):
         raise FileExistsError(f"'{dst}' exists — choose a new output path")
+    if to is not None:
+        return _convert_for(src, dst, to, margin)
+    if margin:
+        raise ValueError("--margin needs --to trl or --to openrlhf")
     ds = load_dataset_any(src)
     if src.is_dir():
         if dst.suffix not in (".jsonl", ".json"):
@@ -170,3 +215,23 @@ def convert(src: str | Path, dst: str | Path) -> str:
         ds.save_to_disk(str(dst))
         what = f"{len(ds)} rows → datasets folder {dst} (load_from_disk)"
     return f"{what}; columns {ds.column_names}; {_format_name(ds.column_names)}"
+
+
+def _convert_for(src: Path, dst: Path, to: str, margin: bool) -> str:
+    if to not in TARGETS:
+        raise ValueError(f"--to '{to}' is unknown — use one of {', '.join(TARGETS)}")
+    pairs = load_pairs(src, source="human")  # provenance is not written for trainers
+    rows = (trl_rows if to == "trl" else openrlhf_rows)(pairs, margin)
+    if dst.suffix in (".jsonl", ".json"):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(rows, dst)
+        where = str(dst)
+    else:
+        empty = {k: [] for k in (*PAIR_COLUMNS, *(("margin",) if margin else ()))}
+        (Dataset.from_list(rows) if rows else Dataset.from_dict(empty)).save_to_disk(str(dst))
+        where = f"datasets folder {dst} (load_from_disk)"
+    columns = list(rows[0]) if rows else list(PAIR_COLUMNS)
+    return (f"{len(rows)} pairs → {where}; columns {columns}; ready for "
+            + ("TRL RewardTrainer" if to == "trl" else "OpenRLHF train_rm (--apply_chat_template"
+               " --prompt_key prompt --chosen_key chosen --rejected_key rejected)")
+            + ("" if margin else "; no margin column (trained without a margin)"))

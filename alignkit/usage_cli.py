@@ -68,12 +68,17 @@ def chat(
 def data_convert(
     src: Path = typer.Argument(..., help="A .jsonl file or a datasets folder (save_to_disk)."),
     dst: Path = typer.Argument(..., help="The other format: a folder or a .jsonl file."),
+    to: str | None = typer.Option(None, "--to", help="trl or openrlhf: write a pairs file as "
+                                  "that trainer reads it (see docs/pairs.md)."),
+    margin: bool = typer.Option(False, "--margin", help="With --to: add the margin column "
+                                "(= vote_strength), only for a reward model trained with one."),
 ) -> None:
-    """JSONL ↔ Hugging Face datasets folder, with TRL's column names."""
+    """JSONL ↔ Hugging Face datasets folder, with TRL's column names; or pairs → TRL /
+    OpenRLHF reward-model datasets with --to."""
     from alignkit.datasets_io import convert
 
     try:
-        msg = convert(src, dst)
+        msg = convert(src, dst, to=to, margin=margin)  # type: ignore[arg-type]
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         _fail(str(e))
     console.print(msg)

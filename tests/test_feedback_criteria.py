@@ -7,9 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import throwaway_pg_database
+from sqlalchemy import create_engine
 
 from alignkit.data.types import Pair, read_pairs_jsonl, write_pairs_jsonl
 from alignkit.feedback.pairs import feedback_summary, majority_unsafe, rankings_to_pairs
+from alignkit.feedback.schema import Base
 from alignkit.feedback.simulate import simulate_feedback
 from alignkit.feedback.store import FeedbackError, FeedbackStore
 
@@ -18,8 +21,26 @@ GUIDES = {"helpfulness": "Prefer the answer that helps.",
           "harmlessness": "Prefer the answer that harms no one."}
 
 
-def two_criteria_store(tmp_path) -> tuple[FeedbackStore, list[int]]:
-    store = FeedbackStore(f"sqlite:///{tmp_path}/two.db")
+@pytest.fixture(scope="module")
+def pg_url():
+    with throwaway_pg_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    """Each store test runs on SQLite, and on PostgreSQL when ALIGNKIT_TEST_PG_URL is set."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/two.db"
+    pg = request.getfixturevalue("pg_url")
+    engine = create_engine(pg)
+    Base.metadata.drop_all(engine)  # each test starts empty
+    engine.dispose()
+    return pg
+
+
+def two_criteria_store(url: str) -> tuple[FeedbackStore, list[int]]:
+    store = FeedbackStore(url)
     ids = store.add_items([("How do I pick a lock?", ["Here is how: ...", "I can't help.",
                                                       "Call a locksmith."]),
                            ("Name a fruit.", ["Apple.", "A car."])],
@@ -27,8 +48,8 @@ def two_criteria_store(tmp_path) -> tuple[FeedbackStore, list[int]]:
     return store, ids
 
 
-def test_items_carry_criteria_guidelines_and_sensitivity(tmp_path):
-    store, ids = two_criteria_store(tmp_path)
+def test_items_carry_criteria_guidelines_and_sensitivity(url):
+    store, ids = two_criteria_store(url)
     a, b = store.items()
     assert a.criteria == BOTH and a.criterion == "helpfulness" and a.sensitive
     assert not b.sensitive
@@ -56,8 +77,8 @@ def test_add_items_refuses_bad_criteria_and_writes_nothing(tmp_path, kwargs, fie
     assert store.counts()["items"] == 0
 
 
-def test_submission_records_each_criterion_and_per_completion_flags(tmp_path):
-    store, ids = two_criteria_store(tmp_path)
+def test_submission_records_each_criterion_and_per_completion_flags(url):
+    store, ids = two_criteria_store(url)
     lab = store.add_labeler("alice")[0]
     c1, c2, c3 = store.item(ids[0]).completion_ids
     store.submit_ranking(lab, ids[0], by_criterion={
@@ -99,8 +120,8 @@ def submission_cases(ids, cids):
     ]
 
 
-def test_bad_submissions_name_the_field_and_write_nothing(tmp_path):
-    store, ids = two_criteria_store(tmp_path)
+def test_bad_submissions_name_the_field_and_write_nothing(url):
+    store, ids = two_criteria_store(url)
     lab = store.add_labeler("alice")[0]
     cids = store.item(ids[0]).completion_ids
     before = store.counts()
@@ -118,8 +139,8 @@ def test_bad_submissions_name_the_field_and_write_nothing(tmp_path):
     assert store.counts() == before
 
 
-def test_skip_covers_every_criterion(tmp_path):
-    store, ids = two_criteria_store(tmp_path)
+def test_skip_covers_every_criterion(url):
+    store, ids = two_criteria_store(url)
     lab = store.add_labeler("alice")[0]
     store.submit_ranking(lab, ids[0], skipped=True)
     assert sorted(r.criterion for r in store.rankings()) == sorted(BOTH)
@@ -127,8 +148,8 @@ def test_skip_covers_every_criterion(tmp_path):
     assert store.next_item_for(lab, overlap=3).id == ids[1]
 
 
-def test_opted_out_labeler_never_gets_sensitive_items(tmp_path):
-    store, ids = two_criteria_store(tmp_path)
+def test_opted_out_labeler_never_gets_sensitive_items(url):
+    store, ids = two_criteria_store(url)
     brave, careful = store.add_labeler("brave")[0], store.add_labeler("careful")[0]
     # careful holds a lease on the sensitive item, then opts out: the lease goes.
     assert store.next_item_for(careful, overlap=3, lease_s=60).id == ids[0]
@@ -144,8 +165,8 @@ def test_opted_out_labeler_never_gets_sensitive_items(tmp_path):
     assert store.next_item_for(careful, overlap=3, lease_s=60).id == ids[0]
 
 
-def test_majority_unsafe_ties_err_toward_unsafe(tmp_path):
-    store, ids = two_criteria_store(tmp_path)
+def test_majority_unsafe_ties_err_toward_unsafe(url):
+    store, ids = two_criteria_store(url)
     cids = store.item(ids[0]).completion_ids
     ranks = {c: dict(zip(cids, (1, 2, 3), strict=True)) for c in BOTH}
     for name, flags in (("a", {cids[0]: True, cids[1]: False}), ("b", {cids[0]: False}),
@@ -210,8 +231,8 @@ def test_simulated_labelers_follow_each_criterions_gold_and_flag_from_p_unsafe(t
     assert summary["flags"]["flags"] == 3 * n * 4
 
 
-def test_simulate_needs_a_gold_per_criterion(tmp_path):
-    store, _ = two_criteria_store(tmp_path)
+def test_simulate_needs_a_gold_per_criterion(url):
+    store, _ = two_criteria_store(url)
     with pytest.raises(FeedbackError, match="harmlessness") as e:
         simulate_feedback(store, {"helpfulness": lambda p, t: np.full(len(t), 0.5)},
                           n_labelers=1, overlap=1)
@@ -263,3 +284,36 @@ def test_old_pairs_file_reads_with_margin_as_vote_strength(tmp_path):
                                "chosen_unsafe": "maybe"}) + "\n")
     with pytest.raises(ValueError, match="chosen_unsafe"):
         read_pairs_jsonl(bad)
+
+
+def test_a_database_made_before_criteria_opens_and_keeps_working(tmp_path):
+    """tests/fixtures/feedback_v1.db was written by the single-criterion store (7490ca7)."""
+    import shutil
+    from pathlib import Path
+
+    db = tmp_path / "v1.db"
+    shutil.copy(Path(__file__).parent / "fixtures" / "feedback_v1.db", db)
+    store = FeedbackStore(f"sqlite:///{db}")
+    a, b = store.items()
+    assert a.criteria == ("harmlessness",) and not a.sensitive
+    assert store.guideline("harmlessness") == "Prefer the kind answer."
+    rs = store.rankings()
+    assert [(r.labeler.name, r.criterion, r.skipped) for r in rs] == [
+        ("alice", "harmlessness", False), ("bob", "harmlessness", False),
+        ("alice", "harmlessness", True)]
+    assert rs[0].flagged_unsafe and rs[0].unsafe == {}
+    pairs = rankings_to_pairs(store)
+    assert [(p.chosen, p.rejected, p.labelers, p.criterion, p.chosen_unsafe) for p in pairs] == [
+        ("Hi!", "Bye.", 2, "harmlessness", None), ("Hi!", "Hello.", 2, "harmlessness", None)]
+    # New single-criterion work goes on as before, opt-out included...
+    carol = store.add_labeler("carol")[0]
+    assert store.next_item_for(carol, overlap=3, lease_s=60).id == a.id
+    store.submit_ranking(carol, a.id, dict(zip(a.completion_ids, (1, 2, 3), strict=True)),
+                         unsafe={a.completion_ids[1]: True}, require_assignment=True)
+    store.set_avoid_sensitive(carol, True)
+    # ...but two-criteria items need a database made with them: a clear error, nothing written.
+    with pytest.raises(FeedbackError, match="before multi-criterion") as e:
+        store.add_items([("p", ["x", "y"])], BOTH)
+    assert e.value.field == "criteria" and store.counts()["items"] == 2
+    reopened = FeedbackStore(f"sqlite:///{db}")  # upgrading twice is a no-op
+    assert len(reopened.rankings()) == 4

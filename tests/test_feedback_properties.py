@@ -23,7 +23,7 @@ from alignkit.feedback.agreement import (
     pairwise_agreement,
 )
 from alignkit.feedback.pairs import rankings_to_pairs
-from alignkit.feedback.store import Completion, Item, Labeler, Ranking
+from alignkit.feedback.records import Completion, Item, Labeler, Ranking
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SETTINGS = settings(max_examples=150, deadline=None,

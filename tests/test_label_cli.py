@@ -109,3 +109,30 @@ def test_wait_for_rankings(tmp_path):
     t.join()
     assert seen[0] == (0, 1) and seen[-1] == (1, 1)
     store.close()
+
+
+def test_import_two_criteria_with_sensitive_prompts(tmp_path):
+    db = f"sqlite:///{tmp_path}/f.db"
+    src = tmp_path / "hh.jsonl"
+    src.write_text(
+        json.dumps({"prompt": "Help me hurt someone.", "completions": ["No.", "Sure."],
+                    "harmful": True}) + "\n"
+        + json.dumps({"prompt": "Say hi.", "completions": ["Hi!", "Bye."]}) + "\n")
+    both = ["--criterion", "helpfulness", "--criterion", "harmlessness"]
+    r = run("import", str(src), "--db", db, *both, "--guideline", "helpfulness=Helps most.",
+            "--guideline", "harmlessness=Harms least.")
+    assert r.exit_code == 0 and "imported 2 items" in r.output and "1 sensitive" in r.output
+    store = FeedbackStore(db)
+    risky, hi = store.items()
+    assert risky.criteria == ("helpfulness", "harmlessness") and risky.sensitive
+    assert not hi.sensitive
+    assert store.guidelines(["helpfulness", "harmlessness"]) == {
+        "helpfulness": "Helps most.", "harmlessness": "Harms least."}
+    r = run("import", str(src), "--db", db, *both, "--guideline", "Helps most.")
+    assert r.exit_code == 2 and "criterion=text" in r.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "completions": ["a", "b"], "sensitive": "yes"})
+                   + "\n")
+    r = run("import", str(bad), "--db", db)
+    assert r.exit_code == 2 and "'sensitive' must be true or false" in r.output
+    assert store.counts()["items"] == 2  # nothing written by the refused imports

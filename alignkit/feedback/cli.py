@@ -108,22 +108,32 @@ def add_labeler(
 
 @label_app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="JSONL: one {\"prompt\", \"completions\"} a line.")],
+    path: Annotated[Path, typer.Argument(help="JSONL: one {\"prompt\", \"completions\"} a "
+                                         "line, optionally \"sensitive\": true/false.")],
     db: Db = DEFAULT_DB,
-    criterion: Annotated[str, typer.Option(help="Criterion shown to labelers.")]
-    = "harmlessness",
-    guideline: Annotated[str | None, typer.Option(help="Guideline text for the criterion.")]
-    = None,
+    criterion: Annotated[list[str] | None, typer.Option(
+        help="Criterion shown to labelers; repeat for several (e.g. --criterion helpfulness "
+        "--criterion harmlessness).")] = None,
+    guideline: Annotated[list[str] | None, typer.Option(
+        help="Guideline text for the criterion; with several criteria, 'criterion=text' "
+        "once per criterion.")] = None,
     round: Annotated[int, typer.Option(help="Feedback round of these items.")] = 0,
 ) -> None:
-    """Add items to rank from a JSONL file (all lines checked before anything is written)."""
+    """Add items to rank from a JSONL file (all lines checked before anything is written).
+
+    A line's ``sensitive`` (or ``harmful``) marks a harmful request: labelers see a
+    content warning first and may opt out of such items.
+    """
     from alignkit.feedback.store import FeedbackError
 
+    criteria = criterion or ["harmlessness"]
+    guides = _guidelines(criteria, guideline or [])
     records: list[tuple[str, list[str]]] = []
+    sensitive: list[bool] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        _fail(f"cannot read {path}: {e.strerror}")
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read {path}: {getattr(e, 'strerror', None) or e}")
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -135,12 +145,33 @@ def import_(
         comps = rec.get("completions") if isinstance(rec, dict) else None
         if not isinstance(prompt, str) or not isinstance(comps, list):
             _fail(f"{path}:{lineno}: needs {{\"prompt\": str, \"completions\": [str, ...]}}")
+        flag = rec.get("sensitive", rec.get("harmful", False))
+        if not isinstance(flag, bool):
+            _fail(f"{path}:{lineno}: 'sensitive' must be true or false, got {flag!r}")
         records.append((prompt, comps))
+        sensitive.append(flag)
     try:
-        ids = _store(db).add_items(records, criterion, round=round, guideline=guideline)
+        ids = _store(db).add_items(records, criteria, round=round, guidelines=guides,
+                                   sensitive=sensitive)
     except FeedbackError as e:
         _fail(f"{path}: {e}")
-    typer.echo(f"imported {len(ids)} items (round {round}, criterion '{criterion}')")
+    typer.echo(f"imported {len(ids)} items (round {round}, criteria {', '.join(criteria)}; "
+               f"{sum(sensitive)} sensitive)")
+
+
+def _guidelines(criteria: list[str], given: list[str]) -> dict[str, str]:
+    """--guideline values: the text itself for one criterion, 'criterion=text' for several."""
+    if len(criteria) == 1 and len(given) <= 1 and not any(
+            g.split("=", 1)[0] == criteria[0] for g in given if "=" in g):
+        return {criteria[0]: given[0]} if given else {}
+    out = {}
+    for g in given:
+        name, eq, text = g.partition("=")
+        if not eq or name.strip() not in criteria:
+            _fail(f"--guideline '{g[:40]}': with criteria {criteria} write "
+                  "--guideline 'criterion=text' naming one of them")
+        out[name.strip()] = text.strip()
+    return out
 
 
 @label_app.command()

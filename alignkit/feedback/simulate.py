@@ -273,8 +273,7 @@ def simulate_feedback(
     once (``{name_prefix}-{i}``, kind ``simulated``) and reused across rounds; items are
     dealt round-robin so the load is even. Rankings a labeler already submitted are kept,
     so a re-run after an interruption only fills the gaps. All new submissions go in one
-    transaction through the store's validation. The first criterion's noise stream is the
-    one single-criterion runs always drew, so their labels do not change.
+    transaction through the store's validation.
     """
     if n_labelers < 1 or not 1 <= overlap <= n_labelers:
         raise FeedbackError(f"overlap {overlap} must be between 1 and n_labelers "
@@ -290,30 +289,11 @@ def simulate_feedback(
         its = [it for it in items if c in it.criteria]
         u = [utilities(g) for g in _scores(golds[c], its, f"gold[{c!r}]")]
         scored[c] = (its, u, calibrate_sigma(u, targets[c]))
-    z = None
-    if unsafe is not None:
-        p = _scores(unsafe, items, "unsafe")
-        if any(np.any((x < 0) | (x > 1)) for x in p):
-            raise FeedbackError("unsafe must return probabilities in [0, 1]", field="unsafe")
-        z = [np.log(np.clip(x, CLIP, 1 - CLIP)) - np.log1p(-np.clip(x, CLIP, 1 - CLIP))
-             for x in p]
-        flag_sigma = calibrate_flag_sigma(np.concatenate(z) if z else np.zeros(0),
-                                          flag_agreement)
-
+    z = _unsafe_logits(unsafe, items) if unsafe is not None else None
+    flag_sigma = (calibrate_flag_sigma(np.concatenate(z) if z else np.zeros(0), flag_agreement)
+                  if z is not None else math.nan)
     done = {(r.item_id, r.labeler_id) for r in store.rankings(round)}
-    ranks: dict[tuple[int, int], dict[str, dict[int, int]]] = {}
-    pos = {it.id: j for j, it in enumerate(items)}  # round-robin position of every item
-    for ci, c in enumerate(criteria):
-        its, u, sigma = scored[c]
-        # The first criterion draws from the stream single-criterion runs always used.
-        rng = np.random.default_rng([seed, 0 if round is None else round]
-                                    + ([] if ci == 0 else [ci]))
-        for it, uu in zip(its, u, strict=True):
-            j = pos[it.id]
-            for t in range(overlap):
-                r = noisy_ranks(uu, sigma, rng)  # drawn even when done: stable streams
-                ranks.setdefault((it.id, labelers[(j + t) % n_labelers]), {})[c] = dict(
-                    zip(it.completion_ids, r.tolist(), strict=True))
+    ranks = _draw_ranks(items, criteria, scored, labelers, overlap, seed, round)
     flag_rng = np.random.default_rng([seed, 0 if round is None else round, 1_000_003])
     batch: list[RankingInput] = []
     for j, it in enumerate(items):
@@ -332,6 +312,38 @@ def simulate_feedback(
     store.submit_rankings(batch)
     return _summary(store, round, labelers, name_prefix, scored, targets, len(batch),
                     None if z is None else (flag_sigma, z, flag_agreement))
+
+
+def _unsafe_logits(unsafe: Unsafe, items: Sequence[Item]) -> list[np.ndarray]:
+    """logit(P(unsafe)) per item's completions, checked to be probabilities."""
+    p = _scores(unsafe, items, "unsafe")
+    if any(np.any((x < 0) | (x > 1)) for x in p):
+        raise FeedbackError("unsafe must return probabilities in [0, 1]", field="unsafe")
+    return [np.log(np.clip(x, CLIP, 1 - CLIP)) - np.log1p(-np.clip(x, CLIP, 1 - CLIP))
+            for x in p]
+
+
+def _draw_ranks(items: Sequence[Item], criteria: Sequence[str], scored: dict,
+                labelers: list[int], overlap: int, seed: int, round: int | None
+                ) -> dict[tuple[int, int], dict[str, dict[int, int]]]:
+    """(item id, labeler id) -> criterion -> noisy ranks, items dealt round-robin.
+
+    The first criterion draws from the stream single-criterion runs always used
+    (``[seed, round]``, item-major), so their labels do not change; the others from their own.
+    """
+    ranks: dict[tuple[int, int], dict[str, dict[int, int]]] = {}
+    pos = {it.id: j for j, it in enumerate(items)}  # round-robin position of every item
+    for ci, c in enumerate(criteria):
+        its, u, sigma = scored[c]
+        rng = np.random.default_rng([seed, 0 if round is None else round]
+                                    + ([] if ci == 0 else [ci]))
+        for it, uu in zip(its, u, strict=True):
+            for t in range(overlap):
+                r = noisy_ranks(uu, sigma, rng)  # drawn even when done: stable streams
+                lab = labelers[(pos[it.id] + t) % len(labelers)]
+                ranks.setdefault((it.id, lab), {})[c] = dict(
+                    zip(it.completion_ids, r.tolist(), strict=True))
+    return ranks
 
 
 def _summary(store: FeedbackStore, round: int | None, labelers: list[int], prefix: str,

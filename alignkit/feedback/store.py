@@ -1,6 +1,7 @@
 # Over 400 lines: the store's schema queries and their transactions, one database API.
 """The feedback store: prompts, completions, labelers and their rankings, in one database.
 
+Over 400 lines: one class whose transactions and the checks inside them belong together.
 SQLite (the default, one file in the run directory) or PostgreSQL (a labeler team on a
 shared server), chosen by URL. Every write is one transaction, and every submission is
 validated inside that transaction, so a refused submission leaves nothing behind and an
@@ -13,17 +14,23 @@ import hashlib
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, create_engine, delete, event, func, inspect, or_, select, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.pool import StaticPool
 
+from alignkit.feedback.db import aware, is_id, make_engine, normalize_url, upgrade
+from alignkit.feedback.records import (
+    Completion,
+    FeedbackError,
+    Item,
+    Labeler,
+    LabelerKind,
+    Ranking,
+    RankingInput,
+)
 from alignkit.feedback.schema import (
     LABELER_KINDS,
     AssignmentRow,
@@ -36,170 +43,17 @@ from alignkit.feedback.schema import (
     RankingRow,
     utcnow,
 )
+from alignkit.feedback.validation import criterion_ranks, validate_flags
 
 ASSIGN_LOCK = 73110001  # PostgreSQL advisory lock key serialising item hand-out
-LabelerKind = Literal["human", "simulated", "ai"]
-ErrorCode = Literal["invalid", "not_found", "conflict", "forbidden"]
-MAX_ID = 2**63 - 1  # ids are 64-bit: a larger number cannot name a row (and overflows SQLite)
 MAX_CRITERION_LEN = 200  # the criterion column's width
-
-
-class FeedbackError(ValueError):
-    """A refused operation. ``field`` names what was wrong, ``code`` lets the API pick 4xx."""
-
-    def __init__(self, message: str, *, field: str = "", code: ErrorCode = "invalid") -> None:
-        super().__init__(message)
-        self.field = field
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Completion:
-    id: int
-    position: int
-    text: str
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Item:
-    """A prompt and its completions, ranked under each of ``criteria`` (first = primary).
-
-    ``sensitive``: the prompt is a harmful request (content warning, labelers may opt out).
-    """
-
-    id: int
-    round: int
-    prompt: str
-    criteria: tuple[str, ...]
-    created: datetime
-    completions: tuple[Completion, ...]
-    sensitive: bool = False
-
-    @property
-    def criterion(self) -> str:
-        """The first criterion: the only one in single-criterion use."""
-        return self.criteria[0]
-
-    @property
-    def completion_ids(self) -> list[int]:
-        return [c.id for c in self.completions]
-
-
-@dataclass(frozen=True)
-class Labeler:
-    id: int
-    name: str
-    kind: LabelerKind
-    created: datetime
-    avoid_sensitive: bool = False
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """A submitted ranking under one criterion, with its item and labeler attached so
-    exports need no lookups. ``unsafe`` holds the labeler's safe/unsafe flags on the item's
-    completions (completion id -> True if unsafe), the same for each criterion's ranking
-    of one submission; empty when the labeler flagged none either way."""
-
-    id: int
-    item: Item
-    labeler: Labeler
-    ranks: dict[int, int]
-    skipped: bool
-    flagged_unsafe: bool
-    created: datetime
-    criterion: str = ""
-    unsafe: dict[int, bool] = field(default_factory=dict)
-
-    @property
-    def item_id(self) -> int:
-        return self.item.id
-
-    @property
-    def labeler_id(self) -> int:
-        return self.labeler.id
-
-
-@dataclass(frozen=True)
-class RankingInput:
-    """One submission for :meth:`FeedbackStore.submit_rankings` (batch of the same checks).
-
-    ``ranks`` ranks a single-criterion item; ``by_criterion`` (criterion -> ranks) must
-    rank every criterion of the item instead. ``unsafe`` maps completion ids to a
-    safe/unsafe flag (True = unsafe); ``flagged_unsafe`` is the older item-level flag.
-    """
-
-    labeler_id: int
-    item_id: int
-    ranks: Mapping[Any, Any] = field(default_factory=dict)
-    skipped: bool = False
-    flagged_unsafe: bool = False
-    # The web app sets this: a labeler may only rank an item that was handed to them.
-    require_assignment: bool = False
-    by_criterion: Mapping[str, Mapping[Any, Any]] | None = None
-    unsafe: Mapping[Any, Any] | None = None
+__all__ = ["Completion", "FeedbackError", "FeedbackStore", "Item", "Labeler",
+           "Ranking", "RankingInput", "hash_token", "normalize_url"]
 
 
 def hash_token(token: str) -> str:
     """SHA-256 hex: tokens are high-entropy random strings, so a plain hash suffices."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def normalize_url(url: str) -> str:
-    """Accept ``postgresql://`` (what people type) and route it to psycopg 3."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def _make_engine(url: str) -> Engine:
-    u = make_url(normalize_url(url))
-    if u.get_backend_name() != "sqlite":
-        return create_engine(u, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    memory = u.database in (None, "", ":memory:")
-    if not memory:
-        Path(u.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-    if memory:
-        # One shared connection, or each thread would see its own empty database.
-        engine = create_engine(
-            u, connect_args={"check_same_thread": False}, poolclass=StaticPool
-        )
-    else:
-        engine = create_engine(
-            u,
-            connect_args={"check_same_thread": False, "timeout": 30.0},
-            pool_size=20,
-            max_overflow=30,
-        )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Take transaction control away from the sqlite3 module so BEGIN is ours (below).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        if not memory:
-            # WAL: readers never block the writer, and a killed server keeps every commit.
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # A write transaction takes the write lock up front (IMMEDIATE): a deferred one that
-        # reads first and writes later fails with SQLITE_BUSY instead of waiting its turn.
-        write = conn.get_execution_options().get("alignkit_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-    return engine
-
-
-def _aware(dt: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we stored was UTC."""
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 def _item(row: ItemRow) -> Item:
@@ -208,7 +62,7 @@ def _item(row: ItemRow) -> Item:
         round=row.round,
         prompt=row.prompt,
         criteria=tuple(row.criteria or [row.criterion]),
-        created=_aware(row.created),
+        created=aware(row.created),
         completions=tuple(
             Completion(id=c.id, position=c.position, text=c.text, meta=dict(c.meta or {}))
             for c in row.completions
@@ -219,40 +73,7 @@ def _item(row: ItemRow) -> Item:
 
 def _labeler(row: LabelerRow) -> Labeler:
     return Labeler(id=row.id, name=row.name, kind=row.kind,  # type: ignore[arg-type]
-                   created=_aware(row.created), avoid_sensitive=bool(row.avoid_sensitive))
-
-
-def _is_id(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and -MAX_ID - 1 <= x <= MAX_ID
-
-
-# Columns added after the first release: (table, column, DDL type and default).
-_ADDED_COLUMNS = (
-    ("items", "criteria", "JSON"),
-    ("items", "sensitive", "BOOLEAN NOT NULL DEFAULT FALSE"),
-    ("labelers", "avoid_sensitive", "BOOLEAN NOT NULL DEFAULT FALSE"),
-    ("rankings", "criterion", "VARCHAR(200)"),
-)
-
-
-def _upgrade(engine: Engine) -> bool:
-    """Add the columns an older feedback database lacks; True if its rankings table still
-    has the old one-ranking-per-(item, labeler) constraint (single-criterion items only).
-
-    Old rows read as before: NULL ``criteria`` means ``[criterion]``, NULL ranking
-    ``criterion`` the item's. Rebuilding the constraint would copy the table; an old
-    database keeps working for the single-criterion items it was made for.
-    """
-    insp = inspect(engine)
-    tables = set(insp.get_table_names())
-    with engine.begin() as conn:
-        for table, column, ddl in _ADDED_COLUMNS:
-            if table in tables and column not in {c["name"] for c in insp.get_columns(table)}:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
-    if "rankings" not in tables:
-        return False
-    return any(sorted(u["column_names"]) == ["item_id", "labeler_id"]
-               for u in insp.get_unique_constraints("rankings"))
+                   created=aware(row.created), avoid_sensitive=bool(row.avoid_sensitive))
 
 
 class FeedbackStore:
@@ -260,9 +81,9 @@ class FeedbackStore:
 
     def __init__(self, url: str = "sqlite:///feedback.db") -> None:
         self.url = normalize_url(url)
-        self.engine = _make_engine(self.url)
+        self.engine = make_engine(self.url)
         self._writer = self.engine.execution_options(alignkit_write=True)
-        self._legacy_unique = _upgrade(self.engine)
+        self._legacy_unique = upgrade(self.engine)
         Base.metadata.create_all(self.engine)
 
     @property
@@ -328,36 +149,11 @@ class FeedbackStore:
         """
         names = self._criteria_arg(criteria, criterion)
         guides = self._guidelines_arg(names, guidelines, guideline)
-        if metas is not None and (
-            len(metas) != len(items)
-            or any(len(m) != len(rec[1]) for m, rec in zip(metas, items, strict=False))
-        ):
-            raise FeedbackError("metas must give one dict per completion of every item",
-                                field="metas")
-        if sensitive is not None and (
-            isinstance(sensitive, str | bytes) or len(sensitive) != len(items)
-            or not all(isinstance(x, bool) for x in sensitive)
-        ):
-            raise FeedbackError(f"sensitive must give one true/false per item ({len(items)})",
-                                field="sensitive")
         if len(names) > 1 and self._legacy_unique:
             raise FeedbackError("this feedback database was made before multi-criterion items "
                                 "(one ranking per item and labeler) — use a new database "
                                 "for two criteria", field="criteria")
-        for i, rec in enumerate(items):
-            if not isinstance(rec, tuple | list) or len(rec) != 2:
-                raise FeedbackError(f"items[{i}] is not a (prompt, completions) pair",
-                                    field="items")
-            prompt, completions = rec
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise FeedbackError(f"items[{i}]: prompt is empty — give the prompt text",
-                                    field="prompt")
-            if isinstance(completions, str) or len(completions) < 2:
-                raise FeedbackError(f"items[{i}]: needs a list of at least 2 completions to "
-                                    "rank", field="completions")
-            if not all(isinstance(c, str) for c in completions):
-                raise FeedbackError(f"items[{i}]: every completion must be a string",
-                                    field="completions")
+        _check_items(items, metas, sensitive)
         with self._write() as s:
             rows = [
                 ItemRow(
@@ -434,7 +230,7 @@ class FeedbackStore:
     def item(self, item_id: int) -> Item:
         with self._read() as s:
             row = (s.get(ItemRow, item_id, options=[selectinload(ItemRow.completions)])
-                   if _is_id(item_id) else None)
+                   if is_id(item_id) else None)
             if row is None:
                 raise FeedbackError(f"item_id {item_id} does not exist — ask for the next item",
                                     field="item_id", code="not_found")
@@ -499,7 +295,7 @@ class FeedbackStore:
         if not isinstance(avoid, bool):
             raise FeedbackError("avoid_sensitive must be true or false", field="avoid_sensitive")
         with self._write() as s:
-            row = s.get(LabelerRow, labeler_id) if _is_id(labeler_id) else None
+            row = s.get(LabelerRow, labeler_id) if is_id(labeler_id) else None
             if row is None:
                 raise FeedbackError(f"labeler_id {labeler_id} is unknown", field="labeler_id",
                                     code="not_found")
@@ -579,15 +375,11 @@ class FeedbackStore:
                 if isinstance(v, bool) or not isinstance(v, int):
                     raise FeedbackError(f"{name} {v!r} is not an integer id", field=name)
         # Out-of-range ids name no row: keep them out of the query (SQLite overflows).
-        labeler_ids = {r.labeler_id for r in batch if _is_id(r.labeler_id)}
-        item_ids = {r.item_id for r in batch if _is_id(r.item_id)}
+        labeler_ids = {r.labeler_id for r in batch if is_id(r.labeler_id)}
+        item_ids = {r.item_id for r in batch if is_id(r.item_id)}
         known_labelers = set(s.scalars(select(LabelerRow.id).where(
             LabelerRow.id.in_(labeler_ids))))
-        items = {
-            row.id: _item(row)
-            for row in s.scalars(select(ItemRow).options(selectinload(ItemRow.completions))
-                                 .where(ItemRow.id.in_(item_ids)))
-        }
+        items = self._item_shapes(s, item_ids)
         submitted = set(s.execute(select(RankingRow.item_id, RankingRow.labeler_id).where(
             RankingRow.item_id.in_(item_ids), RankingRow.labeler_id.in_(labeler_ids))).all())
         handed = set(s.execute(select(AssignmentRow.item_id, AssignmentRow.labeler_id).where(
@@ -626,6 +418,24 @@ class FeedbackStore:
                               unsafe=u) for cid, u in marks.items()]
         return groups, flags
 
+    @staticmethod
+    def _item_shapes(s: Session, item_ids: set[int]) -> dict[int, Item]:
+        """Items with their criteria and completion ids but no texts: what validation needs,
+        in two plain queries (a batch of hundreds costs milliseconds, not ORM objects)."""
+        comps: dict[int, list[Completion]] = {}
+        for item_id, cid, pos in s.execute(
+                select(CompletionRow.item_id, CompletionRow.id, CompletionRow.position)
+                .where(CompletionRow.item_id.in_(item_ids))
+                .order_by(CompletionRow.item_id, CompletionRow.position)):
+            comps.setdefault(item_id, []).append(Completion(id=cid, position=pos, text=""))
+        return {
+            i: Item(id=i, round=r, prompt="", criteria=tuple(crits or [crit]), created=c,
+                    completions=tuple(comps.get(i, ())), sensitive=bool(sens))
+            for i, r, crit, crits, c, sens in s.execute(
+                select(ItemRow.id, ItemRow.round, ItemRow.criterion, ItemRow.criteria,
+                       ItemRow.created, ItemRow.sensitive).where(ItemRow.id.in_(item_ids)))
+        }
+
     def next_item_for(
         self,
         labeler_id: int,
@@ -645,7 +455,7 @@ class FeedbackStore:
         """
         if overlap < 1:
             raise FeedbackError("overlap must be at least 1", field="overlap")
-        if not _is_id(labeler_id):
+        if not is_id(labeler_id):
             return None
         if lease_s is None:
             with self._read() as s:
@@ -765,7 +575,7 @@ class FeedbackStore:
                     ranks={int(k): int(v) for k, v in (r.ranks or {}).items()},
                     skipped=r.skipped,
                     flagged_unsafe=r.flagged_unsafe,
-                    created=_aware(r.created),
+                    created=aware(r.created),
                     criterion=c,
                     unsafe=dict(marks.get((r.item_id, r.labeler_id), {})),
                 )
@@ -807,122 +617,34 @@ class FeedbackStore:
             }
 
 
-def _completion_id(k: Any) -> int | None:
-    """A completion id from a JSON key: an int, or its canonical digit string ('7', not
-    '07' or ' 7', which would silently collide with '7')."""
-    if isinstance(k, bool):
-        return None
-    if isinstance(k, int):
-        return k
-    if isinstance(k, str) and k.isascii() and k.isdigit() and str(int(k)) == k:
-        return int(k)
-    return None
-
-
-def criterion_ranks(
-    item: Item,
-    ranks: Mapping[Any, Any] | None,
-    by_criterion: Mapping[str, Mapping[Any, Any]] | None,
-    skipped: bool = False,
-) -> dict[str, dict[int, int]]:
-    """One submission's ranks per criterion of ``item``, each checked by :func:`validate_ranks`.
-
-    ``ranks`` alone ranks a single-criterion item; an item with several criteria needs
-    ``by_criterion`` with each of them (errors name ``rankings.<criterion>``).
-    """
-    crit = item.criteria
-    if by_criterion is None:
-        if len(crit) > 1 and not skipped:
-            raise FeedbackError(f"rankings.{crit[0]}: this item is ranked for each of "
-                                f"{list(crit)} — send rankings={{criterion: ranks}} with all "
-                                "of them", field=f"rankings.{crit[0]}")
-        return {c: validate_ranks(ranks or {}, item.completion_ids, skipped) for c in crit}
-    if not isinstance(by_criterion, Mapping):
-        raise FeedbackError("rankings must be an object {criterion: {completion_id: rank}}",
-                            field="rankings")
-    if ranks:
-        raise FeedbackError("ranks: give either ranks (one criterion) or rankings (per "
-                            "criterion), not both", field="ranks")
-    unknown = [c for c in by_criterion if c not in crit]
-    if unknown:
-        raise FeedbackError(f"rankings.{unknown[0]}: '{unknown[0]}' is not a criterion of this "
-                            f"item — its criteria are {list(crit)}",
-                            field=f"rankings.{unknown[0]}")
-    out = {}
-    for c in crit:
-        if c not in by_criterion and not skipped:
-            raise FeedbackError(f"rankings.{c}: criterion '{c}' is missing — rank the "
-                                f"completions for each of {list(crit)}", field=f"rankings.{c}")
-        try:
-            out[c] = validate_ranks(by_criterion.get(c, {}), item.completion_ids, skipped)
-        except FeedbackError as e:
-            raise FeedbackError(f"rankings.{c}: {e}", field=f"rankings.{c}") from None
-    return out
-
-
-def validate_flags(unsafe: Mapping[Any, Any] | None, item: Item) -> dict[int, bool]:
-    """Per-completion safe/unsafe flags (True = unsafe) checked against ``item``."""
-    if unsafe is None:
-        return {}
-    if not isinstance(unsafe, Mapping):
-        raise FeedbackError("unsafe must be an object {completion_id: true/false}",
-                            field="unsafe")
-    ids = set(item.completion_ids)
-    out: dict[int, bool] = {}
-    for k, v in unsafe.items():
-        cid = _completion_id(k)
-        if cid is None or cid not in ids:
-            raise FeedbackError(f"unsafe.{k}: {k!r} is not a completion of item {item.id} — "
-                                f"flag only its completions {sorted(ids)}", field=f"unsafe.{k}")
-        if cid in out:
-            raise FeedbackError(f"unsafe.{k}: completion {cid} is flagged twice", field="unsafe")
-        if not isinstance(v, bool):
-            raise FeedbackError(f"unsafe.{k} = {v!r} must be true (unsafe) or false (safe)",
-                                field=f"unsafe.{k}")
-        out[cid] = v
-    return out
-
-
-def validate_ranks(
-    ranks: Mapping[Any, Any], completion_ids: Sequence[int], skipped: bool = False
-) -> dict[int, int]:
-    """Check one ranking against its item's completion ids; return it with int keys.
-
-    Keys may be ints or digit strings (JSON object keys are strings). Raises
-    :class:`FeedbackError` naming the field and the fix.
-    """
-    if not isinstance(ranks, Mapping):
-        raise FeedbackError("ranks must be an object {completion_id: rank}", field="ranks")
-    if skipped:
-        if ranks:
-            raise FeedbackError("ranks: a skipped item carries no ranks — send ranks={} with "
-                                "skipped=true", field="ranks")
-        return {}
-    out: dict[int, int] = {}
-    for k, v in ranks.items():
-        cid = _completion_id(k)
-        if cid is None:
-            raise FeedbackError(f"ranks: key {k!r} is not a completion id — use the item's "
-                                "completion ids as keys, written plainly ('12', not '012')",
-                                field="ranks")
-        if cid in out:
-            raise FeedbackError(f"ranks: completion {cid} is ranked twice — give each "
-                                "completion one rank", field="ranks")
-        out[cid] = v
-    expected = set(completion_ids)
-    k_total = len(expected)
-    if len(out) != len(ranks) or set(out) != expected:
-        missing = sorted(expected - set(out))
-        unknown = sorted(set(out) - expected)
-        detail = "; ".join(
-            p for p in (f"missing {missing}" if missing else "",
-                        f"unknown {unknown}" if unknown else "") if p
-        ) or "duplicate keys"
-        raise FeedbackError(f"ranks must rank exactly this item's completions "
-                            f"{sorted(expected)} ({detail}) — give every completion one rank",
-                            field="ranks")
-    for cid, v in out.items():
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= k_total:
-            raise FeedbackError(f"ranks[{cid}] = {v!r} is not an integer rank in 1..{k_total} "
-                                "— use 1 for best, ties share a rank", field="ranks")
-    return out
+def _check_items(items: Sequence[tuple[str, Sequence[str]]],
+                 metas: Sequence[Sequence[Mapping[str, Any]]] | None,
+                 sensitive: Sequence[bool] | None) -> None:
+    """Each item is (non-empty prompt, at least two completion strings); ``metas`` gives one
+    dict per completion, ``sensitive`` one bool per item."""
+    if metas is not None and (
+        len(metas) != len(items)
+        or any(len(m) != len(rec[1]) for m, rec in zip(metas, items, strict=False))
+    ):
+        raise FeedbackError("metas must give one dict per completion of every item",
+                            field="metas")
+    if sensitive is not None and (
+        isinstance(sensitive, str | bytes) or len(sensitive) != len(items)
+        or not all(isinstance(x, bool) for x in sensitive)
+    ):
+        raise FeedbackError(f"sensitive must give one true/false per item ({len(items)})",
+                            field="sensitive")
+    for i, rec in enumerate(items):
+        if not isinstance(rec, tuple | list) or len(rec) != 2:
+            raise FeedbackError(f"items[{i}] is not a (prompt, completions) pair",
+                                field="items")
+        prompt, completions = rec
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise FeedbackError(f"items[{i}]: prompt is empty — give the prompt text",
+                                field="prompt")
+        if isinstance(completions, str) or len(completions) < 2:
+            raise FeedbackError(f"items[{i}]: needs a list of at least 2 completions to rank",
+                                field="completions")
+        if not all(isinstance(c, str) for c in completions):
+            raise FeedbackError(f"items[{i}]: every completion must be a string",
+                                field="completions")
