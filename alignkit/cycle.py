@@ -8,10 +8,13 @@ rounds and stages, decides skip or resume from the manifest, and records the out
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 
 from alignkit.config import RunConfig
@@ -41,6 +44,7 @@ class Cycle:
         self.ctx = StageContext(cfg, self.run, self.console)
         _ = self.ctx.prompts, self.ctx.judge  # a missing prompt file or judge fails now
         check_trackers(cfg.report_to)  # a missing tracker package fails now, not after PPO
+        self._earlier = self._earlier_config()  # before run_all rewrites config.yaml
 
     # The run's state for callers that run the cycle in-process (tests, notebooks).
     stop_reason = property(lambda self: self.ctx.stop_reason)
@@ -72,22 +76,53 @@ class Cycle:
     def config_hash(self, stage: Stage, r: int | None) -> str:
         """The hash a finished stage is recorded with: its config sections, and its round
         (per-round stages after the first) or the number of rounds (stages after them)."""
-        h = self.cfg.section_hash(*stage.inputs) + (f":r{r}" if r else "")
-        if after_rounds(stage):
-            h += f":rounds{self.cfg.rounds}"
-        return h
+        return self.cfg.section_hash(*stage.inputs) + self._suffix(stage, r)
+
+    def _suffix(self, stage: Stage, r: int | None) -> str:
+        return (f":r{r}" if r else "") + (f":rounds{self.cfg.rounds}" if after_rounds(stage)
+                                           else "")
+
+    def _earlier_config(self) -> dict | None:
+        """config.yaml as the run that last used this directory wrote it, or None."""
+        try:
+            raw = yaml.safe_load(self.run.config.read_text()) if self.run.config.exists() \
+                else None
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return None
+        return raw if isinstance(raw, dict) else None
+
+    def _same_config(self, recorded: str | None, stage: Stage, r: int | None) -> bool:
+        """The manifest's hash stands for this config: it is the current hash, or the hash an
+        older alignkit computed for the same settings before the config gained fields (the
+        earlier config.yaml, read with today's defaults, equals today's config)."""
+        if recorded is None or recorded == self.config_hash(stage, r):
+            return recorded is not None
+        raw = self._earlier
+        if raw is None:
+            return False
+        # RunConfig.section_hash's formula over the earlier file's own sections
+        blob = json.dumps({n: raw.get(n) for n in stage.inputs}, sort_keys=True)
+        if recorded != hashlib.sha256(blob.encode()).hexdigest()[:16] + self._suffix(stage, r):
+            return False
+        try:
+            earlier = RunConfig.model_validate(raw)
+        except ValidationError:
+            return False
+        return earlier.section_hash(*stage.inputs) == self.cfg.section_hash(*stage.inputs)
 
     def _run_stage(self, stage: Stage, r: int | None) -> str:
         key = stage.name if not r else f"{stage.name}@{r}"
         h = self.config_hash(stage, r)
-        if self.run.is_done(key, h):
+        previous = self.run.stage(key)
+        resume = self._same_config(previous.config_hash, stage, r)
+        if resume and previous.status == "done":
+            if previous.config_hash != h:
+                self.run.rehash(key, h)  # recorded by an older alignkit: today's hash
             self.console.print(f"[dim]✓ {key}: done earlier with the same config, skipped")
             return "done"
         rounds = self.cfg.rounds
         self.console.rule(f"[bold]{key}" + (f"  (round {r + 1}/{rounds})"
                                              if r is not None and rounds > 1 else ""))
-        previous = self.run.stage(key)
-        resume = previous.config_hash == h
         self.run.mark(key, "running", h)
         t0 = time.perf_counter()
         try:

@@ -87,6 +87,14 @@ class RunDir:
         s = self.stage(name)
         return s.status == "done" and s.config_hash == config_hash
 
+    def rehash(self, name: str, config_hash: str) -> None:
+        """Record ``config_hash`` for a finished stage without touching the rest of its line
+        (a hash an older alignkit computed for the same config)."""
+        m = self.read_manifest()
+        if name in m.stages:
+            m.stages[name].config_hash = config_hash
+            m.write(self.manifest)
+
     def mark(self, name: str, status: str, config_hash: str, seconds: float | None = None,
              outcome: str | None = None, error: str | None = None) -> None:
         m = self.read_manifest()
