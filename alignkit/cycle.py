@@ -100,8 +100,9 @@ class Cycle:
         raw = self._earlier
         if raw is None:
             return False
-        # RunConfig.section_hash's formula over the earlier file's own sections
-        blob = json.dumps({n: raw.get(n) for n in stage.inputs}, sort_keys=True)
+        # RunConfig.section_hash's formula over the sections the earlier file has (a section
+        # it lacks did not exist then, so that alignkit could not have hashed it)
+        blob = json.dumps({n: raw[n] for n in stage.inputs if n in raw}, sort_keys=True)
         if recorded != hashlib.sha256(blob.encode()).hexdigest()[:16] + self._suffix(stage, r):
             return False
         try:
