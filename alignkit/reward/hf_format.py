@@ -103,7 +103,7 @@ def to_sequence_classification(backbone: BertModel, head: nn.Linear, norm_mean: 
     })
     state = {f"bert.{k}": v.detach().to(torch.float32).cpu().contiguous()
              for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
-    w = head.weight.detach().double().flatten() / norm_std
+    w = head.weight.detach().cpu().double().flatten() / norm_std
     b = (float(head.bias.detach()) - norm_mean) / norm_std
     state.update(readout_layer_state(base.hidden_size, base.intermediate_size, w, b,
                                      f"bert.encoder.layer.{layers}."))
