@@ -83,16 +83,17 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
            out: Path = typer.Option(Path("report.html"), help="HTML file to write.")) -> None:
     """One self-contained HTML report of one or more runs."""
     from alignkit.evaluate.report import write_report
+    from alignkit.rundir import RunDir
 
     for d in run_dirs:
-        if not (d / "report.json").exists():
+        if not d.is_dir() or not RunDir(d).report_json.exists():
             _fail(f"run directory '{d}' has no report.json — finish `alignkit run` first")
     console.print(f"report: {write_report(run_dirs, out)}")
 
 
 def _config_and_pairs(config: Path | None, set_: list[str], pairs: Path):
     """The prologue of every command that trains on a pairs file: config, data, threads."""
-    from alignkit.feedback.pairs import read_pairs_jsonl
+    from alignkit.data.types import read_pairs_jsonl
     from alignkit.models.loading import set_threads
 
     try:
@@ -112,18 +113,11 @@ def reward_train(
     set_: list[str] = typer.Option([], "--set", help="Override: reward.key=value."),
 ) -> None:
     """Train a Bradley–Terry reward model on a pairs file."""
-    import json
-
-    from alignkit.reward.model import RewardModel, load_backbone
-    from alignkit.reward.train import train_reward_model
+    from alignkit.stages.reward import train_one
 
     cfg, data = _config_and_pairs(config, set_, pairs)
-    backbone, tok = load_backbone(cfg.reward.backbone, cfg.model.name, cfg.model.tiny_layers,
-                                  cfg.model.tiny_hidden)
-    rm = RewardModel(backbone, tok, cfg.reward.max_length, device=cfg.model.device)
-    rep = train_reward_model(rm, data, cfg.reward)
-    rm.save(out, {"backbone": cfg.reward.backbone})
-    (out / "reward_report.json").write_text(json.dumps(rep.__dict__, indent=2))
+    _, rep = train_one(cfg, data, out)
+    rep.write(out / "reward_report.json")
     console.print(f"held-out accuracy {rep.eval_accuracy:.3f} on {rep.pairs_eval} pairs; "
                   f"ECE {rep.eval_ece:.3f}; saved to {out}")
 
@@ -167,15 +161,12 @@ def dpo(
 
     import yaml
 
-    from alignkit.models.loading import load_causal_lm, load_tokenizer
-    from alignkit.models.policy import Policy
+    from alignkit.models.build import build_policy
     from alignkit.rl.dpo import train_dpo
 
     cfg, data = _config_and_pairs(config, set_, pairs)
-    m = cfg.model
-    tok = load_tokenizer(m.name)
-    policy = Policy(load_causal_lm(m.name, tok, m.dtype, m.tiny_layers, m.tiny_hidden, cfg.seed),
-                    m)
+    built = build_policy(cfg.model, cfg.seed)
+    policy, tok = built.policy, built.tokenizer
     rep = train_dpo(policy, tok, data, cfg.dpo)
     out.mkdir(parents=True, exist_ok=True)
     policy.lm.save_pretrained(out / "policy")

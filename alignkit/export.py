@@ -19,21 +19,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 from safetensors.torch import save_file
 from transformers import PreTrainedTokenizerBase
 
+from alignkit import checkpoints
+from alignkit.artifacts import RunReport
 from alignkit.config import RunConfig
-from alignkit.models.loading import (
-    GGUF_FILE,
-    GGUF_PACKAGE,
-    SMOLLM2,
-    TINY,
-    load_causal_lm,
-    load_tokenizer,
-    stop_token_ids,
-)
+from alignkit.models.build import build_base, build_policy
+from alignkit.models.loading import GGUF_FILE, GGUF_PACKAGE, SMOLLM2, TINY
 from alignkit.models.policy import Policy
 from alignkit.rundir import RunDir
 
@@ -53,11 +47,12 @@ class RunPolicy:
 
 
 def latest_checkpoint(run: RunDir) -> Path:
-    pointer = run.checkpoints / "latest"
-    if not pointer.exists():
+    """The newest checkpoint of the run that reads back (see ``checkpoints.load_latest``)."""
+    found = checkpoints.load_latest(run.checkpoints, log=print)
+    if found is None:
         raise FileNotFoundError(f"run directory '{run.path}' has no checkpoints/latest — finish "
-                                "the ppo stage first (`alignkit run --out {run.path}`)")
-    return run.checkpoints / pointer.read_text().strip()
+                                f"the ppo stage first (`alignkit run --out {run.path}`)")
+    return found[0]
 
 
 def load_run_policy(run_dir: str | Path, checkpoint: str | Path | None = None) -> RunPolicy:
@@ -74,16 +69,14 @@ def load_run_policy(run_dir: str | Path, checkpoint: str | Path | None = None) -
     cfg = RunConfig.model_validate(yaml.safe_load(run.config.read_text()) or {})
     path = Path(checkpoint) if checkpoint else latest_checkpoint(run)
     m = cfg.model
-    tok = load_tokenizer(m.name)
-    lm = load_causal_lm(m.name, tok, m.dtype, m.tiny_layers, m.tiny_hidden, cfg.seed)
-    stop_ids = stop_token_ids(tok, lm)
-    policy = Policy(lm, m)
-    state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")
-    result = policy.load_state_dict(state["weights"], strict=False)
-    if result.unexpected_keys:
-        raise RuntimeError(f"checkpoint {path} does not match model.name '{m.name}' in "
-                           f"{run.config}: unexpected {result.unexpected_keys[:3]}")
-    expected = set(state["weights"])
+    built = build_policy(m, cfg.seed)
+    tok, policy, stop_ids = built.tokenizer, built.policy, built.stop_ids
+    state = checkpoints.load_state(path)
+    try:
+        checkpoints.load_weights(policy, state.weights, f"checkpoint {path}")
+    except checkpoints.CheckpointError as e:
+        raise RuntimeError(f"{e} (model.name '{m.name}' in {run.config})") from None
+    expected = set(state.weights)
     trained = {k for k in policy.state_dict() if "lora_" in k or "value_head" in k}
     if m.use_lora and not trained <= expected:
         raise RuntimeError(f"checkpoint {path} lacks adapter weights "
@@ -136,8 +129,7 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False,
         if _embeds_base(m.name):
             # The base first, so PEFT finds its config when it checks the vocabulary.
             base_dir = out / BASE_SUBDIR
-            base = load_causal_lm(m.name, tok, m.dtype, m.tiny_layers, m.tiny_hidden,
-                                  rp.cfg.seed)
+            base = build_base(m, tok, rp.cfg.seed)
             base.generation_config.eos_token_id = eos
             base.save_pretrained(base_dir)
             tok.save_pretrained(base_dir)
@@ -153,20 +145,19 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False,
                policy.value_head.state_dict().items()}, out / VALUE_HEAD)
     run = RunDir(run_dir)
     report = _read_report(run)
-    ppo_stage = run.stage("ppo")
     (out / "README.md").write_text(model_card(rp.cfg, report, kind,
-                                              ppo_outcome=ppo_stage.get("outcome"),
+                                              ppo_outcome=run.stage("ppo").outcome,
                                               checkpoint=rp.checkpoint.name))
     return out
 
 
 def _read_report(run: RunDir) -> dict:
-    if not run.report_json.exists():
-        return {}
+    """report.json through its record type (old key names upgraded); {} if absent or bad."""
     try:
-        return json.loads(run.report_json.read_text())
-    except json.JSONDecodeError:
+        report = RunReport.read(run.report_json)
+    except ValueError:  # not JSON, or not an object
         return {}
+    return report.to_json() if report is not None else {}
 
 
 # --- model card ---------------------------------------------------------------------------

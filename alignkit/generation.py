@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from alignkit.distributed.device import precision
+from alignkit.models.device import precision
 from alignkit.models.policy import Policy, log_prob_from_softmax
 
 

@@ -1,22 +1,20 @@
-"""The run directory: every artifact of a run, and a manifest of which stages are done.
+"""The run directory: every artifact name of a run, a manifest of which stages are done, and
+which files each stage owns (cleared when it starts afresh).
 
 A stage is skipped when the manifest says it finished with the same config hash, so a
 run can be resumed, inspected and partly re-run by editing one section of the config.
+No other module spells a file name of the run directory.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import shutil
 import time
 from pathlib import Path
-from typing import Any
 
+from alignkit.artifacts import Manifest, StageRecord, write_json_atomic
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+__all__ = ["RunDir", "write_json_atomic"]
 
 
 class RunDir:
@@ -45,21 +43,48 @@ class RunDir:
     evaluation = property(lambda self: self.path / "evaluation.json")
     report_json = property(lambda self: self.path / "report.json")
     report_html = property(lambda self: self.path / "report.html")
+    plots = property(lambda self: self.path / "plots")
+    distributed_log = property(lambda self: self.path / "distributed.jsonl")
+    vllm_adapters = property(lambda self: self.path / "vllm_adapters")
+    redteam_report = property(lambda self: self.path / "redteam" / "report.json")
 
-    def read_manifest(self) -> dict:
-        if self.manifest.exists():
-            return json.loads(self.manifest.read_text())
-        return {"stages": {}}
+    def round_completions(self, r: int) -> Path:
+        """Round r's K completions per prompt (round 0 keeps the original name)."""
+        return self.completions if r == 0 else self.path / f"completions_r{r}.jsonl"
 
-    def stage(self, name: str) -> dict:
-        return self.read_manifest()["stages"].get(name, {})
+    def reward_members(self, n: int) -> list[Path]:
+        """Folders of an ensemble of ``n`` reward models: reward_model, reward_model_1, …"""
+        return [self.reward_model] + [self.path / f"reward_model_{i}" for i in range(1, n)]
+
+    # --- stale files ----------------------------------------------------------------------
+    def clear_ppo(self) -> None:
+        """PPO starts from step 0: its logs and checkpoints belong to an older config."""
+        for stale in (self.metrics, self.samples, self.distributed_log):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+    def clear_reward_members(self, keep: int) -> None:
+        """Fewer ensemble members than a previous run: drop the rest."""
+        for extra in self.reward_members(64)[keep:]:
+            shutil.rmtree(extra, ignore_errors=True)
+
+    # --- manifest -------------------------------------------------------------------------
+    def read_manifest(self) -> Manifest:
+        return Manifest.read(self.manifest) or Manifest()
+
+    def stage(self, name: str) -> StageRecord:
+        return self.read_manifest().stages.get(name) or StageRecord()
 
     def is_done(self, name: str, config_hash: str) -> bool:
         s = self.stage(name)
-        return s.get("status") == "done" and s.get("config_hash") == config_hash
+        return s.status == "done" and s.config_hash == config_hash
 
-    def mark(self, name: str, status: str, config_hash: str, **extra: Any) -> None:
+    def mark(self, name: str, status: str, config_hash: str, seconds: float | None = None,
+             outcome: str | None = None, error: str | None = None) -> None:
         m = self.read_manifest()
-        entry = m["stages"].setdefault(name, {})
-        entry.update(status=status, config_hash=config_hash, updated=time.time(), **extra)
-        write_json_atomic(self.manifest, m)
+        entry = m.stages.setdefault(name, StageRecord())
+        entry.status, entry.config_hash, entry.updated = status, config_hash, time.time()
+        for key, value in (("seconds", seconds), ("outcome", outcome), ("error", error)):
+            if value is not None:
+                setattr(entry, key, value)
+        m.write(self.manifest)

@@ -47,8 +47,8 @@ from alignkit.config import (  # noqa: E402
     PPOConfig,
     RewardConfig,
 )
-from alignkit.distributed.device import describe, pick_device  # noqa: E402
-from alignkit.feedback.pairs import Pair  # noqa: E402
+from alignkit.data.types import Pair  # noqa: E402
+from alignkit.models.device import describe, pick_device  # noqa: E402
 from alignkit.models.loading import (  # noqa: E402
     SMOLLM2,
     TINY,

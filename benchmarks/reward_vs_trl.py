@@ -39,7 +39,7 @@ MAX_LENGTH = 64
 
 def make_pairs(n_prompts: int = 40, seed: int = 0):
     """K completions per prompt, every ordered pair by the count of 'kind' (ties dropped)."""
-    from alignkit.feedback.pairs import Pair
+    from alignkit.data.types import Pair
 
     rng = random.Random(seed)
     words = [w for w in C.WORDS if w != "kind"]

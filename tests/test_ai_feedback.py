@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from alignkit.feedback.pairs import Pair, rankings_to_pairs
+from alignkit.data.types import Pair
+from alignkit.feedback.pairs import rankings_to_pairs
 from alignkit.feedback.store import FeedbackStore
 from alignkit.safety.ai_feedback import (
     COT_CLAMP,
@@ -78,7 +79,7 @@ def test_labeler_whose_answer_is_known_and_position_bias_cancels(tiny_tokenizer,
     pairs = biased.label_pairs(prompts, a, b)
     assert [(q.chosen, q.rejected, q.source) for q in pairs] == [("x", "z", "ai"),
                                                                    ("y", "w", "ai")]
-    assert pairs[0].margin == pytest.approx(abs(sig - 0.5) * 2, abs=1e-6)
+    assert pairs[0].vote_strength == pytest.approx(abs(sig - 0.5) * 2, abs=1e-6)
     # both orders: "always A" says nothing about the content → exactly 0.5, no pair
     fair = LogProbLabeler(FavoursA(tiny_tokenizer), tiny_tokenizer, constitution, swap=True)
     p, _ = fair.probabilities(prompts, a, b)
@@ -142,7 +143,7 @@ def test_ai_feedback_ranks_store_items_as_an_ai_labeler(tiny_tokenizer, constitu
     # polite beats each rude one; the two rude ones tie (no pair)
     assert sorted((p.chosen, p.rejected) for p in exported) == sorted([
         ("a polite one", "rude one"), ("a polite one", "rude two"), ("a polite bye", "rude bye")])
-    assert len(s.pairs) == 3 and all(0 < p.margin < 1 and p.source == "ai" for p in s.pairs)
+    assert len(s.pairs) == 3 and all(0 < p.vote_strength < 1 and p.source == "ai" for p in s.pairs)
     assert s.gold == {"agreement": 1.0, "weighted": 1.0, "pairs": 3}
     # a re-run ranks nothing twice
     assert ai_feedback(store, PrefersPolite(tiny_tokenizer), tiny_tokenizer,
@@ -160,5 +161,5 @@ def test_rlaif_data_flow_on_the_tiny_model(tiny_tokenizer, constitution):
     assert s.rankings == 3
     rs = store.rankings()
     assert len(rs) == 3 and all(sorted(r.ranks.values())[0] == 1 for r in rs)
-    assert all(p.source == "ai" and 0.0 <= p.margin <= 1.0 for p in s.pairs)
+    assert all(p.source == "ai" and 0.0 <= p.vote_strength <= 1.0 for p in s.pairs)
     assert all(p.source == "ai" for p in rankings_to_pairs(store))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from alignkit.feedback.pairs import read_pairs_jsonl, write_pairs_jsonl
+from alignkit.data.types import read_pairs_jsonl, write_pairs_jsonl
 from alignkit.safety.constitution import (
     LMGenerator,
     critique_and_revise,
@@ -65,7 +65,7 @@ def test_critique_and_revise_known_trajectory(tmp_path):
     # round 2 critiques the round-1 revision, not the original
     assert model.calls[3][0][-2]["content"] == "polite answer v3"
     pairs = revision_pairs(revs)
-    assert [(q.chosen, q.rejected, q.source, q.margin) for q in pairs] == [
+    assert [(q.chosen, q.rejected, q.source, q.vote_strength) for q in pairs] == [
         ("polite answer v5", "rude answer", "ai", 1.0)] * 3
     write_pairs_jsonl(pairs, tmp_path / "pairs.jsonl")
     assert read_pairs_jsonl(tmp_path / "pairs.jsonl") == pairs

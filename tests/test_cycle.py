@@ -144,7 +144,7 @@ def test_ctrl_c_checkpoints_and_run_resumes(tmp_path):
 
 
 def test_human_feedback_pauses_then_resumes(tmp_path):
-    from alignkit.feedback.pairs import read_pairs_jsonl
+    from alignkit.data.types import read_pairs_jsonl
     from alignkit.feedback.store import FeedbackStore
 
     cfg = load_config(ROOT / "configs/tiny.yaml", {
@@ -222,7 +222,7 @@ def test_ai_feedback_and_filter_feed_the_reward_model(tmp_path):
     assert ai["rankings"] == 4 and 0.0 <= ai["gold_agreement"]["agreement"] <= 1.0
     pairs = [json.loads(x) for x in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert pairs and {p["source"] for p in pairs} == {"ai"}  # never reported as human
-    assert all(0.0 < p["margin"] <= 1.0 for p in pairs)  # soft labels
+    assert all(0.0 < p["vote_strength"] <= 1.0 and "margin" not in p for p in pairs)  # soft labels
     filt = json.loads((tmp_path / "filter_report.json").read_text())
     assert filt["total"] == len(pairs) + filt["removed"]
     assert json.loads((tmp_path / "reward_report.json").read_text())["sources"] == {

@@ -7,6 +7,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from typer.testing import CliRunner
 
 from alignkit.cli import app
+from alignkit.data.types import Pair, write_pairs_jsonl
 from alignkit.datasets_io import (
     completions_to_dataset,
     convert,
@@ -16,12 +17,11 @@ from alignkit.datasets_io import (
     pairs_to_dataset,
     save_pairs,
 )
-from alignkit.feedback.pairs import Pair, write_pairs_jsonl
 
 PAIRS = [
-    Pair("Say hi", "Hello!", "Go away.", margin=1.0, source="human", labelers=3),
-    Pair("Say hi", "Hi there", "Go away.", margin=0.5, source="simulated", labelers=2),
-    Pair("Café? «ok»", "Oui, 🙂", "Non", margin=0.25, source="ai", labelers=1),
+    Pair("Say hi", "Hello!", "Go away.", vote_strength=1.0, source="human", labelers=3),
+    Pair("Say hi", "Hi there", "Go away.", vote_strength=0.5, source="simulated", labelers=2),
+    Pair("Café? «ok»", "Oui, 🙂", "Non", vote_strength=0.25, source="ai", labelers=1),
 ]
 COMPLETIONS = [{"prompt": "A", "completions": ["a1", "a2", "a3"]},
                {"prompt": "B", "completions": ["b1", "b2", "b3"]}]
@@ -31,7 +31,9 @@ def test_pairs_dataset_has_trl_columns_and_round_trips(tmp_path):
     ds = pairs_to_dataset(PAIRS)
     assert ds.column_names[:3] == ["prompt", "chosen", "rejected"]
     assert ds[2] == {"prompt": "Café? «ok»", "chosen": "Oui, 🙂", "rejected": "Non",
-                     "margin": 0.25, "source": "ai", "labelers": 1}
+                     "vote_strength": 0.25, "source": "ai", "labelers": 1,
+                     "criterion": "harmlessness", "chosen_unsafe": None,
+                     "rejected_unsafe": None}
     ds.save_to_disk(str(tmp_path / "pairs"))
     assert dataset_to_pairs(load_from_disk(str(tmp_path / "pairs"))) == PAIRS
 
@@ -47,7 +49,8 @@ def test_cli_convert_jsonl_to_folder_and_back_is_byte_identical(tmp_path):
     write_pairs_jsonl(PAIRS, src)  # the run directory's own pairs format
     res = CliRunner().invoke(app, ["data", "convert", str(src), str(tmp_path / "ds")])
     assert res.exit_code == 0, res.output
-    assert "3 rows" in res.output and "TRL preference format" in res.output
+    said = " ".join(res.output.split())
+    assert "3 rows" in said and "TRL preference format" in said
     ds = load_from_disk(str(tmp_path / "ds"))
     assert ds["chosen"] == [p.chosen for p in PAIRS]
     res = CliRunner().invoke(app, ["data", "convert", str(tmp_path / "ds"),
@@ -74,7 +77,7 @@ def test_trl_style_dataset_without_source_needs_one(tmp_path):
     with pytest.raises(ValueError, match="no 'source' column"):
         dataset_to_pairs(trl)
     (pair,) = dataset_to_pairs(trl, source="human")
-    assert pair == Pair("p", "c", "r", margin=1.0, source="human", labelers=1)
+    assert pair == Pair("p", "c", "r", vote_strength=1.0, source="human", labelers=1)
     with pytest.raises(ValueError, match="must be one of"):
         dataset_to_pairs(trl, source="crowd")
 

@@ -5,7 +5,7 @@ import math
 import torch
 
 from alignkit.config import DPOConfig, ModelConfig
-from alignkit.feedback.pairs import Pair
+from alignkit.data.types import Pair
 from alignkit.models.loading import TINY, load_causal_lm
 from alignkit.models.policy import Policy
 from alignkit.rl.dpo import sequence_logprobs, train_dpo

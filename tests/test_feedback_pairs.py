@@ -7,14 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from alignkit.data.types import Pair, read_pairs_jsonl, write_pairs_jsonl
 from alignkit.feedback.pairs import (
-    Pair,
     bradley_terry_strengths,
     feedback_summary,
     pair_source,
     rankings_to_pairs,
-    read_pairs_jsonl,
-    write_pairs_jsonl,
 )
 from alignkit.feedback.store import FeedbackStore
 
@@ -72,7 +70,7 @@ def test_majority_export_is_exactly_the_hand_computed_pairs(tmp_path):
     for got, want in zip(pairs, EXPECTED_MAJORITY, strict=True):
         assert (got.prompt, got.chosen, got.rejected, got.source, got.labelers) == (
             want.prompt, want.chosen, want.rejected, want.source, want.labelers)
-        assert got.margin == pytest.approx(want.margin)
+        assert got.vote_strength == pytest.approx(want.vote_strength)
     # The same from a plain list of rankings, and through the JSONL file.
     assert rankings_to_pairs(store.rankings()) == pairs
     write_pairs_jsonl(pairs, tmp_path / "pairs.jsonl")
@@ -84,8 +82,9 @@ def test_bradley_terry_export(tmp_path):
     q1 = {(p.chosen, p.rejected): p for p in pairs if p.prompt == "Q1"}
     # Votes a>b 2:1, a>c 2:0, b>c 2:1: strengths a > b > c, and a-c is the surest pair.
     assert set(q1) == {("a", "b"), ("a", "c"), ("b", "c")}
-    assert q1[("a", "c")].margin > max(q1[("a", "b")].margin, q1[("b", "c")].margin)
-    assert all(0 < p.margin < 1 for p in pairs)
+    assert q1[("a", "c")].vote_strength > max(q1[("a", "b")].vote_strength,
+                                              q1[("b", "c")].vote_strength)
+    assert all(0 < p.vote_strength < 1 for p in pairs)
     assert not [p for p in pairs if p.prompt == "Q2"]  # 1-1: equal strengths, dropped
     with pytest.raises(ValueError, match="aggregate"):
         rankings_to_pairs([], aggregate="mean")

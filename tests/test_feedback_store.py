@@ -81,7 +81,7 @@ def test_round_trip(store, store_url):
     assert rs[1].skipped and rs[1].ranks == {}
     assert reopened.counts() == {
         "items": 3, "completions": 8, "labelers": 1, "rankings": 1, "skipped": 1,
-        "flagged_unsafe": 1,
+        "flagged_unsafe": 1, "flags": 0, "assignments": 0,
     }
     assert reopened.ranking_counts() == {ids[0]: 1, ids[1]: 0, ids[2]: 0}
     assert reopened.rankings(include_skipped=False)[0].id == rid

@@ -21,7 +21,8 @@ def env(tmp_path):
     store.add_items(ITEMS, "helpfulness", guideline="Prefer correct, useful answers.")
     _, alice = store.add_labeler("alice")
     _, bob = store.add_labeler("bob")
-    client = TestClient(create_app(store, admin_token="admin-secret", overlap=2))
+    client = TestClient(create_app(store, admin_token="admin-secret", overlap=2),
+                        base_url="http://127.0.0.1")
     yield store, client, {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bob}"}
     store.close()
 
@@ -54,7 +55,7 @@ def test_missing_or_unknown_token_is_401_and_writes_nothing(env):
 
 def test_admin_disabled_without_admin_token(tmp_path):
     store = FeedbackStore(f"sqlite:///{tmp_path}/f.db")
-    client = TestClient(create_app(store))
+    client = TestClient(create_app(store), base_url="http://127.0.0.1")
     assert client.get("/api/admin/summary", headers={"Authorization": "Bearer "}).status_code == 401
     assert client.get("/api/admin/summary",
                       headers={"Authorization": "Bearer None"}).status_code == 401
@@ -63,7 +64,8 @@ def test_admin_disabled_without_admin_token(tmp_path):
 def test_labeler_flow(env):
     store, client, alice, bob = env
     me = client.get("/api/me", headers=alice).json()
-    assert me == {"id": 1, "name": "alice", "kind": "human", "ranked": 0, "skipped": 0}
+    assert me == {"id": 1, "name": "alice", "kind": "human", "ranked": 0, "skipped": 0,
+                  "avoid_sensitive": False}
     item = client.get("/api/next", headers=alice).json()["item"]
     assert item["criterion"] == "helpfulness"
     assert item["guideline"] == "Prefer correct, useful answers."

@@ -8,8 +8,8 @@ import time
 
 from typer.testing import CliRunner
 
+from alignkit.data.types import read_pairs_jsonl
 from alignkit.feedback.cli import label_app
-from alignkit.feedback.pairs import read_pairs_jsonl
 from alignkit.feedback.serve import wait_for_rankings
 from alignkit.feedback.store import FeedbackStore
 
@@ -57,7 +57,7 @@ def test_import_add_labeler_status_export(tmp_path):
     out = tmp_path / "out" / "pairs.jsonl"
     r = run("export", "--out", str(out), "--db", db)
     assert r.exit_code == 0 and "wrote 3 pairs" in r.output and "source: human" in r.output
-    got = [(p.prompt, p.chosen, p.rejected, p.margin, p.source, p.labelers)
+    got = [(p.prompt, p.chosen, p.rejected, p.vote_strength, p.source, p.labelers)
            for p in read_pairs_jsonl(out)]
     assert got == [
         ("Name a fruit.", "Apple.", "A car.", 1.0, "human", 2),
@@ -65,7 +65,12 @@ def test_import_add_labeler_status_export(tmp_path):
         ("Say hi.", "Hi!", "Bye.", 1.0, "human", 1),
     ]
     line = json.loads(out.read_text().splitlines()[0])
-    assert {"prompt", "chosen", "rejected", "margin", "source", "labelers"} <= set(line)
+    assert {"prompt", "chosen", "rejected", "vote_strength", "source", "labelers",
+            "criterion", "chosen_unsafe", "rejected_unsafe"} <= set(line)
+    assert "margin" not in line  # TRL would subtract it: written only with --margin
+    assert run("export", "--out", str(out), "--db", db, "--margin").exit_code == 0
+    line = json.loads(out.read_text().splitlines()[0])
+    assert line["margin"] == line["vote_strength"] == 1.0
     r = run("export", "--out", str(out), "--db", db, "--aggregate", "bradley_terry")
     assert r.exit_code == 0
     assert run("export", "--out", str(out), "--db", db, "--aggregate", "mean").exit_code == 2

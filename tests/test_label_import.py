@@ -58,7 +58,7 @@ def _run(args: list[str]):
 
 
 def _pairs(db: str) -> list[tuple]:
-    return [(p.prompt, p.chosen, p.rejected, p.margin, p.labelers, p.source)
+    return [(p.prompt, p.chosen, p.rejected, p.vote_strength, p.labelers, p.source, p.criterion)
             for p in rankings_to_pairs(FeedbackStore(db))]
 
 
@@ -66,7 +66,7 @@ def _check(got: list[tuple], expected: list[tuple]) -> None:
     assert len(got) == len(expected), got
     for g, (prompt, chosen, rejected, margin, voters) in zip(got, expected, strict=True):
         assert g[0].startswith(prompt) and g[1:5] == (chosen, rejected, margin, voters), g
-        assert g[5] == "human"
+        assert g[5:] == ("human", "harmlessness")
 
 
 @pytest.mark.parametrize("fixture, expected, items, rankings, skipped", [

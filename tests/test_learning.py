@@ -5,7 +5,7 @@ import random
 import torch
 
 from alignkit.config import GenerateConfig, ModelConfig, PPOConfig, RewardConfig
-from alignkit.feedback.pairs import Pair
+from alignkit.data.types import Pair
 from alignkit.models.loading import TINY, load_causal_lm, stop_token_ids
 from alignkit.models.policy import Policy
 from alignkit.reward.model import RewardModel, load_backbone

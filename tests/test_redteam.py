@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from alignkit.feedback.pairs import Pair
+from alignkit.data.types import Pair
 from alignkit.safety.attacks import (
     ATTACK_SETS,
     Attack,

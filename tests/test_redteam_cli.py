@@ -6,7 +6,7 @@ import yaml
 from typer.testing import CliRunner
 
 from alignkit.cli import app
-from alignkit.feedback.pairs import Pair, read_pairs_jsonl, write_pairs_jsonl
+from alignkit.data.types import Pair, read_pairs_jsonl, write_pairs_jsonl
 
 runner = CliRunner()
 

@@ -1,60 +1,6 @@
-"""Pick the device and precision a model runs at: CUDA with bf16 autocast when available,
-plain fp32 on CPU (bf16 matmuls are slower than fp32 on most CPUs, see ModelConfig.dtype).
+"""Moved to ``alignkit.models.device`` (device placement is a model concern); kept so code
+written against the old path still imports."""
 
-Weights stay fp32 everywhere; autocast lowers only the trunk's matmuls. The LM head, the
-value head, log-probs, losses and optimizer state run in fp32 outside autocast: PPO's ratio
-compares log-probs from two different passes, and bf16 logits (8 bits of mantissa over a
-49k vocabulary) would make that ratio drift from 1 before any update.
-"""
+from alignkit.models.device import autocast_dtype, describe, module_device, pick_device, precision
 
-from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
-
-import torch
-
-
-def pick_device(prefer: str = "auto") -> torch.device:
-    """'auto' = first CUDA device if there is one, else CPU; 'cpu'/'cuda[:n]' force it."""
-    if prefer == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(prefer)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{prefer}' requested but torch sees no CUDA GPU — use "
-                           "'auto' or 'cpu', or install a CUDA build of torch")
-    return dev
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA GPUs that support it (Ampere and later); None = run in fp32."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-@contextlib.contextmanager
-def precision(device: torch.device) -> Iterator[None]:
-    """Wrap forward passes: bf16 autocast where supported, nothing (fp32) elsewhere."""
-    dtype = autocast_dtype(device)
-    if dtype is None:
-        yield
-        return
-    with torch.autocast(device_type=device.type, dtype=dtype):
-        yield
-
-
-def module_device(module: object) -> torch.device:
-    """Where a model's weights live: its first parameter's device; the CPU for a module
-    without parameters (or a plain callable standing in for a model)."""
-    params = getattr(module, "parameters", None)
-    p = next(params(), None) if callable(params) else None
-    return p.device if p is not None else torch.device("cpu")
-
-
-def describe(device: torch.device) -> str:
-    """One line for logs: which device, which precision."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return f"{device} ({name}), {autocast_dtype(device) or 'fp32'} autocast"
-    return "cpu, fp32"
+__all__ = ["autocast_dtype", "describe", "module_device", "pick_device", "precision"]

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from alignkit import artifacts as A
+from alignkit import checkpoints
 from alignkit.distributed.config import DistributedConfig
 from alignkit.distributed.workers import (
     Learner,
@@ -39,6 +41,7 @@ from alignkit.distributed.workers import (
     WorkerSpec,
 )
 from alignkit.rl.ppo import StopRequest
+from alignkit.rundir import RunDir
 
 _SHARD_SEED_STRIDE = 1_000_003  # shard k of step s samples with key s + k·stride
 _FORWARDED_ENV = ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "ALIGNKIT_CACHE", "HF_HOME")
@@ -142,8 +145,9 @@ class DriverGuard:
                  ) -> tuple[str | None, float, dict | None]:
         """(verdict, β from now on, weights to restore or None)."""
         m = self.mirror
-        m.policy.load_state_dict(weights, strict=False)
-        m.step, m.kl_ctl.value = int(stats["step"]), float(stats["kl_coef"])
+        checkpoints.load_weights(m.policy, weights, "guard mirror: the learner's weights")
+        m.step = int(stats[A.STEP])
+        m.set_kl_coef(float(stats[A.KL_COEF]))
         rollbacks = self.guard.rollbacks
         verdict = self.guard(stats, prompts, texts)
         restored = m.policy.adapter_state() if self.guard.rollbacks != rollbacks else None
@@ -209,7 +213,7 @@ class RayPPO:
         ray = _ray()
         ok = ray.get([rank.load_checkpoint.remote() for rank in self.learners])[0]
         self.step = ray.get(self.learner.state.remote())[0]
-        log = self.out_dir / "distributed.jsonl"
+        log = RunDir(self.out_dir).distributed_log
         if log.exists():
             kept = log.read_text().splitlines(keepends=True)[: self.step]
             log.write_text("".join(kept))
@@ -281,7 +285,7 @@ class RayPPO:
                 stats = ray.get(refs[0][0])
                 weights_ref, batch_ref = refs[0][1], refs[0][2]
                 ray.get([r[0] for r in refs[1:]])  # ranks stay in lockstep; errors surface
-                version, kl_coef = stats["step"], stats["kl_coef"]
+                version, kl_coef = stats[A.STEP], stats[A.KL_COEF]
                 self.step = version
                 self._log_distributed(step, metas, lags)
                 if on_step:
@@ -303,7 +307,7 @@ class RayPPO:
         ray = _ray()
         prompts, texts = ray.get(batch_ref)
         verdict, beta, restored = guard(stats, prompts, texts, ray.get(weights_ref))
-        if beta != stats["kl_coef"]:
+        if beta != stats[A.KL_COEF]:
             ray.get([rank.set_kl_coef.remote(beta) for rank in self.learners])
         if restored is not None:
             ray.get([rank.set_weights.remote(restored) for rank in self.learners])
@@ -372,7 +376,7 @@ class RayPPO:
                "weight_lag_max": max(lags), "shards": len(metas),
                "dropped_total": self.dropped, "lost_total": self.lost,
                "worker_pids": [m.pid for m in metas]}
-        with open(self.out_dir / "distributed.jsonl", "a") as f:
+        with open(RunDir(self.out_dir).distributed_log, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
     def shutdown(self) -> None:
@@ -407,9 +411,7 @@ def train_on_ray(spec: WorkerSpec, prompts: list[str], out_dir: str | Path,
         runner = RayPPO(spec, prompts, out, cfg)
         try:
             if not (resume and runner.load_checkpoint()):
-                for stale in ("metrics.jsonl", "samples.jsonl", "distributed.jsonl"):
-                    (out / stale).unlink(missing_ok=True)
-                shutil.rmtree(out / "checkpoints", ignore_errors=True)
+                RunDir(out).clear_ppo()
             if on_start:
                 on_start(runner.step)
             guard = make_guard(runner.step) if make_guard else None

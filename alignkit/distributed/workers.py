@@ -1,10 +1,12 @@
 """The actors of a distributed PPO run, as plain classes (Ray wraps them in runner.py).
 
 - ``RolloutWorker``: a copy of the policy for sampling, its reference (adapters off) and,
-  colocated, the scorer. It runs ``PPOTrainer.rollout`` on a shard of the step's prompts
-  with the LoRA weights of a given version, and records that version.
+  colocated, the scorer. It runs part 1 of a PPO step (``RolloutCollector.collect``, as
+  the local trainer does) on a shard of the step's prompts with the LoRA weights of a
+  given version, and records that version.
 - ``Learner``: a ``PPOTrainer`` that owns an optimizer. It merges the shards, whitens
-  advantages over the whole batch and runs ``PPOTrainer.update``. With several learners
+  advantages over the whole batch and runs parts 2 and 3 (``PPOTrainer.update`` and
+  ``PPOTrainer.finish_step``), exactly as the local loop does. With several learners
   (data parallel) every rank does this on its slice of each minibatch and gradients are
   averaged; rank 0 alone logs metrics, writes checkpoints into the run directory and hands
   back the new adapter weights.
@@ -26,13 +28,17 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from alignkit import artifacts as A
+from alignkit import checkpoints
 from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
 from alignkit.distributed.data_parallel import RayCollective
 from alignkit.generation import Generation
 from alignkit.generation_vllm import make_sampler
-from alignkit.models.loading import load_causal_lm, load_tokenizer, set_threads, stop_token_ids
+from alignkit.models.build import build_policy as build_model_policy
+from alignkit.models.loading import load_tokenizer, set_threads
 from alignkit.models.policy import Policy
 from alignkit.rl import math as M
+from alignkit.rl.collect import RolloutBatch, RolloutCollector
 from alignkit.rl.ppo import PPOTrainer
 from alignkit.rl.rollout import Rollout, Scorer
 
@@ -121,15 +127,11 @@ class RolloutPayload:
 
 
 def build_policy(spec: WorkerSpec) -> tuple[PreTrainedTokenizerBase, Policy, list[int]]:
-    """The same base weights and LoRA layout in every process (the random tiny model is
-    seeded); adapter values come from the learner's broadcast, not from here."""
-    m = spec.model
-    tok = load_tokenizer(m.name)
+    """``models.build.build_policy`` for an actor: (tokenizer, policy, stop ids), with the
+    caller's RNG left as it was. Adapter values come from the learner's broadcast."""
     with torch.random.fork_rng():
-        torch.manual_seed(spec.seed)
-        lm = load_causal_lm(m.name, tok, m.dtype, m.tiny_layers, m.tiny_hidden, spec.seed)
-        policy = Policy(lm, m)
-    return tok, policy, stop_token_ids(tok, lm)
+        built = build_model_policy(spec.model, spec.seed)
+    return built.tokenizer, built.policy, built.stop_ids
 
 
 def _gold(spec: WorkerSpec):
@@ -138,15 +140,6 @@ def _gold(spec: WorkerSpec):
     from alignkit.safety.judges import get_judge
 
     return get_judge(spec.gold_judge).goodness
-
-
-class _ShardTrainer(PPOTrainer):
-    """A PPOTrainer whose step batch is the shard it was handed, not its own draw."""
-
-    shard_prompts: list[str] = []
-
-    def _batch_prompts(self, step: int) -> list[str]:  # noqa: ARG002 — the shard decides
-        return self.shard_prompts
 
 
 class RolloutWorker:
@@ -167,18 +160,14 @@ class RolloutWorker:
         sampler = make_sampler(g.engine, self.policy, spec.model.name,
                                Path(tempfile.gettempdir()) / f"alignkit-vllm-{os.getpid()}",
                                g.vllm_gpu_memory, spec.seed)
-        self.trainer = _ShardTrainer(self.policy, self.tok, ["unused"], scorer, cfg,
-                                     spec.generate, Path(tempfile.gettempdir()), stop_ids,
-                                     spec.chat_template, gold=_gold(spec), sampler=sampler)
+        self.collector = RolloutCollector(self.policy, self.tok, scorer, cfg, g, stop_ids,
+                                          spec.chat_template, _gold(spec),
+                                          sampler)
         self.version = -1
 
     def set_weights(self, weights: dict[str, torch.Tensor], version: int) -> None:
-        missing = self.policy.load_state_dict(weights, strict=False)
-        if missing.unexpected_keys:
-            raise RuntimeError(f"rollout worker: weights do not match the policy "
-                               f"({missing.unexpected_keys[:3]}) — same model config?")
+        checkpoints.load_weights(self.policy, weights, "rollout worker: the learner's weights")
         self.version = version
-        self.trainer.step = version  # the weights' version: a vLLM sampler syncs on it
 
     def rollout(self, task: RolloutTask, weights: list, version: int, kl_coef: float
                 ) -> tuple[RolloutMeta, RolloutPayload]:
@@ -191,12 +180,11 @@ class RolloutWorker:
 
                 w = ray.get(w)
             self.set_weights(w, version)
-        self.trainer.kl_ctl.value = kl_coef
-        self.trainer.shard_prompts = task.prompts
-        roll, prompts, texts, stats = self.trainer.rollout(task.seed_key)
-        meta = RolloutMeta(task.step, task.shard, self.version, len(prompts), stats, os.getpid())
+        b = self.collector.collect(task.prompts, task.seed_key, kl_coef, self.version)
+        meta = RolloutMeta(task.step, task.shard, self.version, len(b.prompts), b.stats,
+                           os.getpid())
         # Tensors travel on the CPU: the learner may sit on another GPU, or on none.
-        return meta, RolloutPayload(roll.to("cpu"), prompts, texts)
+        return meta, RolloutPayload(b.roll.to("cpu"), b.prompts, b.texts)
 
     def pid(self) -> int:
         return os.getpid()
@@ -234,11 +222,11 @@ class Learner:
     def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """Rank 0's weights at the start (ranks must agree bit for bit before the first
         step), or the guard's rollback target."""
-        self.policy.load_state_dict(weights, strict=False)
+        checkpoints.load_weights(self.policy, weights, "learner: the weights it was sent")
 
     def set_kl_coef(self, value: float) -> None:
         """The guard raised β on the driver."""
-        self.trainer.kl_ctl.value = value
+        self.trainer.set_kl_coef(value)
 
     def checkpoint(self) -> None:
         if self.rank == 0:
@@ -246,7 +234,7 @@ class Learner:
 
     def batch_prompts(self, steps: list[int]) -> dict[int, list[str]]:
         """The prompts of each step, drawn exactly as the local trainer draws them."""
-        return {s: self.trainer._batch_prompts(s) for s in steps}
+        return {s: self.trainer.batch_prompts(s) for s in steps}
 
     def load_checkpoint(self) -> bool:
         # every rank restores weights and optimizer; only rank 0 owns (and cuts back) the logs
@@ -271,23 +259,17 @@ class Learner:
         roll = roll.to(self.policy.device)
         if t.cfg.whiten_advantages:
             roll.advantages = M.masked_whiten(roll.advantages, roll.response_mask)
-        prompts = [x for p in payloads for x in p.prompts]
-        texts = [x for p in payloads for x in p.texts]
-        stats = merge_stats([m.stats for m in metas], [m.size for m in metas])
-        stats.update(t.update(roll, step))
-        t.kl_ctl.update(stats["objective/kl"], roll.query_ids.size(0))
-        t.step += 1
-        update_s = time.perf_counter() - t0
-        stats.update({"step": t.step, "kl_coef": t.kl_ctl.value,
-                      "episodes": t.step * roll.query_ids.size(0),
-                      "time/rollout": rollout_wait, "time/update": update_s,
-                      "time/step": rollout_wait + update_s})
+        batch = RolloutBatch(roll, [x for p in payloads for x in p.prompts],
+                             [x for p in payloads for x in p.texts],
+                             merge_stats([m.stats for m in metas], [m.size for m in metas]))
+        stats = {**batch.stats, **t.update(roll, step)}
+        stats = t.finish_step(batch, stats, rollout_wait, time.perf_counter() - t0,
+                              log=self.rank == 0)
         if self.rank != 0:
             return stats, {}, ([], [])
-        t._log(stats, prompts, texts, roll)
         if checkpoint:
             t.save_checkpoint()
-        return stats, self.policy.adapter_state(), (prompts, texts)
+        return stats, self.policy.adapter_state(), (batch.prompts, batch.texts)
 
 
 # --- pure pieces ----------------------------------------------------------------------------
@@ -321,9 +303,9 @@ def merge_stats(stats: list[dict], sizes: list[int]) -> dict:
     out = {}
     for k in stats[0]:
         vals = [s[k] for s in stats]
-        if k.startswith("time/"):
+        if k.startswith(A.TIME_PREFIX):
             out[k] = max(vals)
-        elif k == "val/num_eos_tokens":
+        elif k == A.NUM_EOS:
             out[k] = int(sum(vals))
         else:
             out[k] = float(np.dot(w, vals))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from alignkit.artifacts import JudgeComparison, SideResult
 from alignkit.evaluate.metrics import bootstrap_mean_ci, paired_diff_ci
 from alignkit.safety.judges import Judge
 
 
 def judge_comparison(judge: Judge, before: list[str], after: list[str], samples_per_prompt: int,
-                     n_boot: int = 2000, seed: int = 0) -> dict:
+                     n_boot: int = 2000, seed: int = 0) -> JudgeComparison:
     """Mean harm before and after with 95% CIs, and the paired difference.
 
     The resampling unit is the prompt (its samples averaged), since samples of one prompt
@@ -20,9 +21,10 @@ def judge_comparison(judge: Judge, before: list[str], after: list[str], samples_
 
     hb, ha = judge.harm(before), judge.harm(after)
     d, lo, hi = paired_diff_ci(per_prompt(hb), per_prompt(ha), n_boot, seed)
-    side = lambda h: {"mean": float(h.mean()),  # noqa: E731
-                      "ci95": bootstrap_mean_ci(per_prompt(h), n_boot, seed), "harm": h.tolist()}
-    return {"before": side(hb), "after": side(ha), "paired_diff_mean": d,
-            "paired_diff_ci95": [lo, hi],
-            "relative_change": d / float(hb.mean()) if hb.mean() else None,
-            "source": judge.source, "blind_spots": judge.blind_spots}
+    def side(h: np.ndarray) -> SideResult:
+        return SideResult(float(h.mean()), list(bootstrap_mean_ci(per_prompt(h), n_boot, seed)),
+                          h.tolist())
+
+    return JudgeComparison(side(hb), side(ha), d, [lo, hi],
+                           d / float(hb.mean()) if hb.mean() else None, judge.source,
+                           judge.blind_spots)

@@ -34,7 +34,7 @@ def labeler_stats(rankings: list[Ranking]) -> list[dict]:
     scores = {lab: a / t for lab, (a, t) in counts.items() if t >= MIN_PAIRS_TO_FLAG}
     flagged = set(low_agreement_labelers(scores))
     by_labeler: dict[int, list[Ranking]] = {}
-    for r in rankings:
+    for r in _submissions(rankings):
         by_labeler.setdefault(r.labeler_id, []).append(r)
     out = []
     for lab_id, rs in sorted(by_labeler.items()):
@@ -56,6 +56,34 @@ def labeler_stats(rankings: list[Ranking]) -> list[dict]:
     return out
 
 
+def _submissions(rankings: list[Ranking]) -> list[Ranking]:
+    """One ranking per (item, labeler): a two-criteria submission is two rows, one act."""
+    return list({(r.item_id, r.labeler_id): r for r in rankings}.values())
+
+
+def criterion_progress(rankings: list[Ranking], items: int, overlap: int,
+                       agreement: dict) -> list[dict]:
+    """Per criterion: rankings done against ``items * overlap`` and its agreement numbers."""
+    out = []
+    for name, block in agreement.get("criteria", {}).items():
+        per_item: dict[int, int] = {}
+        for r in rankings:
+            if r.criterion == name and not r.skipped:
+                per_item[r.item_id] = per_item.get(r.item_id, 0) + 1
+        needed = items * overlap
+        done = sum(min(n, overlap) for n in per_item.values())
+        out.append({
+            "criterion": name,
+            "rankings": block["rankings"],
+            "items_complete": sum(n >= overlap for n in per_item.values()),
+            "fraction": _r(done / needed) if needed else 0.0,
+            "agreement": block["agreement"],
+            "kendall_w_mean": block["kendall_w_mean"],
+            "krippendorff_alpha": block["krippendorff_alpha"],
+        })
+    return out
+
+
 def admin_summary(
     store: FeedbackStore, overlap: int, round: int | None = None, now: datetime | None = None
 ) -> dict:
@@ -65,10 +93,12 @@ def admin_summary(
     per_item = store.ranking_counts(round)
     needed = len(per_item) * overlap
     done = sum(min(n, overlap) for n in per_item.values())
-    kept = [r for r in rankings if not r.skipped]
-    times = sorted(r.created for r in rankings)
+    kept = [r for r in _submissions(rankings) if not r.skipped]
+    times = sorted(r.created for r in _submissions(rankings))
     span_h = (times[-1] - times[0]).total_seconds() / 3600 if len(times) > 1 else 0.0
     stats = labeler_stats(rankings)
+    agreement = feedback_summary(store, round)
+    items = store.items(round)
     return {
         "progress": {
             "items": len(per_item),
@@ -86,19 +116,41 @@ def admin_summary(
         },
         "labelers": stats,
         "low_agreement_labelers": [s["name"] for s in stats if s["low_agreement"]],
-        "agreement": feedback_summary(store, round),
+        "agreement": agreement,
+        "criteria": criterion_progress(rankings, len(per_item), overlap, agreement),
+        "flags": agreement["flags"],
+        "sensitive_items": sum(it.sensitive for it in items),
+        "labelers_avoiding_sensitive": sum(lab.avoid_sensitive for lab in store.labelers()),
     }
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control and format characters (ANSI escapes, carriage
+    returns, bidi overrides) shown as ``\\x1b``-style escapes instead of acting."""
+    # isprintable() is False for categories Cc, Cf, Cs, Co, Cn, Zl, Zp and Zs but " ".
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
 def format_status(summary: dict) -> str:
-    """Plain-text status for the terminal (``alignkit label status``)."""
+    """Plain-text status for the terminal (``alignkit label status``); prompts and names
+    are model output and labeler input, so they pass through :func:`printable`."""
     p, t, a = summary["progress"], summary["throughput"], summary["agreement"]
+    per_criterion = [
+        f"  {c['criterion']}: {c['rankings']} rankings ({c['fraction']:.0%}), agreement "
+        f"{c['agreement']}, Krippendorff's alpha {c['krippendorff_alpha']}"
+        for c in summary.get("criteria", [])
+    ] if len(summary.get("criteria", [])) > 1 else []
+    f = summary.get("flags") or {}
     lines = [
         f"items {p['items']} ({p['items_complete']} complete at overlap {p['overlap']}), "
         f"rankings {p['rankings']}/{p['rankings_needed']} ({p['fraction']:.0%})",
         f"throughput: {t['last_10_min']} in the last 10 min, {t['last_hour']} in the last hour",
         f"labels from: {a['source'] or '-'}; pairwise agreement {a['agreement']}, "
         f"Kendall's W (mean) {a['kendall_w_mean']}, Krippendorff's alpha {a['krippendorff_alpha']}",
+        *per_criterion,
+        *([f"safe/unsafe flags: {f['unsafe']} unsafe of {f['flags']}, agreement "
+           f"{f['agreement']}"] if f.get("flags") else []),
         "",
         f"{'labeler':<20} {'kind':<10} {'ranked':>6} {'skipped':>7} {'unsafe':>6} "
         f"{'agree':>6} {'s/item':>7}",
@@ -108,10 +160,11 @@ def format_status(summary: dict) -> str:
         agree = "-" if score is None else f"{score:.2f}"
         pace = "-" if s["seconds_per_item"] is None else f"{s['seconds_per_item']:.0f}"
         flag = "  <- low agreement" if s["low_agreement"] else ""
-        lines.append(f"{s['name'][:20]:<20} {s['kind']:<10} {s['rankings']:>6} {s['skipped']:>7} "
-                     f"{s['flagged_unsafe']:>6} {agree:>6} {pace:>7}{flag}")
+        lines.append(f"{printable(s['name'])[:20]:<20} {s['kind']:<10} {s['rankings']:>6} "
+                     f"{s['skipped']:>7} {s['flagged_unsafe']:>6} {agree:>6} {pace:>7}{flag}")
     if a["most_disputed"]:
         lines += ["", "most disputed items:"]
-        lines += [f"  #{d['item_id']} agreement {d['agreement']}: {d['prompt']}"
+        lines += [f"  #{d['item_id']} {d.get('criterion', '')} agreement {d['agreement']}: "
+                  f"{printable(d['prompt'])}"
                   for d in a["most_disputed"]]
     return "\n".join(lines)

@@ -8,13 +8,18 @@ Security model: each labeler has a personal random token (only its hash is store
 as ``Authorization: Bearer <token>``; the personal link carries it in the URL fragment,
 which browsers never send to the server or in a Referer. The admin API needs the admin
 token. Item and completion text is model output: the pages insert it as text, never as
-HTML, and a Content-Security-Policy forbids inline and third-party scripts.
+HTML, and a Content-Security-Policy forbids inline and third-party scripts (so ``/docs``
+is a page of our own, not Swagger UI from a CDN). Requests whose ``Host`` header is not
+one the app serves are refused, so a DNS-rebinding page cannot reach a local server.
+See docs/security.md.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
+from collections.abc import Sequence
 from importlib.resources import files
 from typing import Annotated, Any
 
@@ -37,6 +42,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 STATIC = files("alignkit.feedback") / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 
@@ -59,18 +65,33 @@ class LabelerOut(BaseModel):
     kind: str
     ranked: int = Field(description="Items this labeler ranked (skips not counted).")
     skipped: int
+    avoid_sensitive: bool = Field(description="Opted out of harmful prompts.")
+
+
+class PreferencesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    avoid_sensitive: StrictBool = Field(description="true: never hand me harmful prompts.")
 
 
 class CompletionOut(BaseModel):
-    id: int = Field(description="Completion id: the key to use in `ranks`.")
+    id: int = Field(description="Completion id: the key to use in `ranks` and `unsafe`.")
     text: str
+
+
+class CriterionOut(BaseModel):
+    name: str
+    guideline: str
 
 
 class ItemOut(BaseModel):
     id: int
     prompt: str
-    criterion: str
+    criterion: str = Field(description="The first criterion (the only one in single-"
+                           "criterion use).")
     guideline: str
+    criteria: list[CriterionOut] = Field(description="Rank the completions once for each.")
+    sensitive: bool = Field(description="A harmful request: show a content warning first.")
     completions: list[CompletionOut] = Field(
         description="In a random order fixed per labeler and item (position bias control)."
     )
@@ -81,15 +102,22 @@ class NextOut(BaseModel):
 
 
 class RankingIn(BaseModel):
-    """One submission. ``ranks`` maps every completion id of the item to 1..K (1 = best)."""
+    """One submission: ``ranks`` for a single-criterion item, or ``rankings`` with every
+    criterion of the item; each maps every completion id to 1..K (1 = best)."""
 
     model_config = ConfigDict(extra="forbid")
 
     item_id: StrictInt
-    ranks: dict[int, StrictInt] = Field(
+    # Keys stay strings here: the store refuses '01' next to '1' instead of merging them.
+    ranks: dict[str, StrictInt] = Field(
         default_factory=dict,
         description="completion id -> rank; ties share a rank; empty when skipped.",
     )
+    rankings: dict[str, dict[str, StrictInt]] | None = Field(
+        None, description="criterion -> (completion id -> rank), one entry per criterion of "
+        "the item (instead of `ranks`).")
+    unsafe: dict[str, StrictBool] | None = Field(
+        None, description="completion id -> true (unsafe) / false (safe), per completion.")
     skipped: StrictBool = False
     flagged_unsafe: StrictBool = False
 
@@ -183,7 +211,9 @@ def current_labeler(request: Request) -> Labeler:
 def require_admin(request: Request) -> None:
     expected = request.app.state.admin_token
     token = _bearer(request)
-    if not expected or not token or not secrets.compare_digest(token, expected):
+    # Bytes, not str: compare_digest raises on non-ASCII str (a 500 for a crafted header).
+    if not expected or not token or not secrets.compare_digest(
+            token.encode("utf-8", "surrogateescape"), expected.encode("utf-8")):
         raise Unauthorized("missing or wrong admin token — send 'Authorization: Bearer "
                            "<admin token>' (printed by `alignkit label serve`)")
 
@@ -191,13 +221,79 @@ def require_admin(request: Request) -> None:
 Me = Annotated[Labeler, Depends(current_labeler)]
 
 
-def _item_out(item: Item, labeler: Labeler, guideline: str) -> ItemOut:
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise FeedbackError(f"key '{k}' appears twice in one JSON object — send each key "
+                                "once", field=k)
+        seen[k] = v
+    return seen
+
+
+async def strict_json(request: Request) -> None:
+    """Refuse a body whose JSON repeats a key: parsers keep the last one silently, so a
+    ranking could say two things and the duplicate check would only see one."""
+    body = await request.body()
+    try:
+        json.loads(body, object_pairs_hook=_no_duplicate_keys)
+    except FeedbackError:
+        raise
+    except (ValueError, RecursionError):
+        return  # not JSON at all: FastAPI's own validation answers with a 422
+
+
+def _item_out(item: Item, labeler: Labeler, guidelines: dict[str, str]) -> ItemOut:
     order = list(item.completions)
     random.Random(f"{labeler.id}:{item.id}").shuffle(order)
     return ItemOut(
-        id=item.id, prompt=item.prompt, criterion=item.criterion, guideline=guideline,
+        id=item.id, prompt=item.prompt, criterion=item.criterion,
+        guideline=guidelines.get(item.criterion, ""),
+        criteria=[CriterionOut(name=c, guideline=guidelines.get(c, "")) for c in item.criteria],
+        sensitive=item.sensitive,
         completions=[CompletionOut(id=c.id, text=c.text) for c in order],
     )
+
+
+def _host_name(host: str) -> str:
+    """The host part of a Host header: 'a:8000' -> 'a', '[::1]:8000' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def hosts_for(bind: str, extra: Sequence[str] = ()) -> list[str]:
+    """The Host names to accept for a server bound to ``bind``: loopback, ``bind`` itself and
+    ``extra``. Bound to every interface (0.0.0.0 / ::) with no ``extra`` names, any host is
+    accepted ("*"): the names the network uses are unknown, and the API needs a token."""
+    if bind in ("0.0.0.0", "::", ""):
+        return [*LOOPBACK_HOSTS, *extra] if extra else ["*"]
+    return [*LOOPBACK_HOSTS, bind, *extra]
+
+
+class HostCheck:
+    """ASGI middleware: 400 unless the Host header names a host this app serves.
+
+    A page on evil.example can make a browser resolve its name to 127.0.0.1 (DNS
+    rebinding) and then read the API as same-origin; it cannot make the browser send
+    ``Host: 127.0.0.1``. ``"*"`` in ``allowed`` turns the check off.
+    """
+
+    def __init__(self, app: Any, allowed: Sequence[str]) -> None:
+        self.app = app
+        self.allowed = {_host_name(h) for h in allowed}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and "*" not in self.allowed:
+            raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if _host_name(raw) not in self.allowed:
+                response = _error(400, "host", f"host '{raw[:80]}' is not served here — open "
+                                  "the app by the address `alignkit label serve` printed "
+                                  "(or add it with --allowed-host)")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -207,18 +303,26 @@ def create_app(
     round: int | None = None,
     lease_s: float = LEASE_S,
     max_body_bytes: int = MAX_BODY_BYTES,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
 ) -> FastAPI:
-    """The labeling app over ``store``. Without ``admin_token`` the admin API refuses all."""
+    """The labeling app over ``store``. Without ``admin_token`` the admin API refuses all.
+
+    ``allowed_hosts``: the names labelers' browsers use to reach the app (Host header);
+    loopback by default, as the server listens on loopback by default.
+    """
     app = FastAPI(
         title="alignkit labeling API",
         description="Rank model completions for RLHF. Authenticate with "
         "`Authorization: Bearer <your token>`. Every write is one transaction; a refused "
         "request writes nothing.",
         version="1",
+        docs_url=None,  # Swagger UI loads from a CDN: blocked by our CSP, and offline anyway
+        redoc_url=None,
     )
     app.state.store = store
     app.state.admin_token = admin_token
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HostCheck, allowed=allowed_hosts)
     errors = {401: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 
     @app.exception_handler(Unauthorized)
@@ -247,10 +351,20 @@ def create_app(
     @app.get("/api/me", response_model=LabelerOut, responses=errors, tags=["labeler"])
     def me(lab: Me) -> LabelerOut:
         """Who the token belongs to and how much they have done."""
-        mine = store.rankings(round, labeler_id=lab.id)
+        return _me(lab)
+
+    def _me(lab: Labeler) -> LabelerOut:
+        mine = {r.item_id: r for r in store.rankings(round, labeler_id=lab.id)}.values()
         return LabelerOut(id=lab.id, name=lab.name, kind=lab.kind,
                           ranked=sum(not r.skipped for r in mine),
-                          skipped=sum(r.skipped for r in mine))
+                          skipped=sum(r.skipped for r in mine),
+                          avoid_sensitive=lab.avoid_sensitive)
+
+    @app.put("/api/me/preferences", response_model=LabelerOut,
+             responses={**errors, 413: {"model": ErrorOut}}, tags=["labeler"])
+    def preferences(body: PreferencesIn, lab: Me) -> LabelerOut:
+        """Opt out of (or back into) harmful prompts; takes effect with the next item."""
+        return _me(store.set_avoid_sensitive(lab.id, body.avoid_sensitive))
 
     @app.get("/api/next", response_model=NextOut, responses=errors, tags=["labeler"])
     def next_item(lab: Me) -> NextOut:
@@ -258,17 +372,19 @@ def create_app(
         item = store.next_item_for(lab.id, overlap, lease_s=lease_s, round=round)
         if item is None:
             return NextOut(item=None)
-        return NextOut(item=_item_out(item, lab, store.guideline(item.criterion)))
+        return NextOut(item=_item_out(item, lab, store.guidelines(item.criteria)))
 
     @app.post(
         "/api/rankings", status_code=201, response_model=RankingCreated, tags=["labeler"],
         responses={**errors, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
                    409: {"model": ErrorOut}, 413: {"model": ErrorOut}},
+        dependencies=[Depends(strict_json)],
     )
     def submit(body: RankingIn, lab: Me) -> RankingCreated:
         """Rank (or skip, or flag) the item handed out by ``/api/next``; once per item."""
         rid = store.submit_ranking(lab.id, body.item_id, body.ranks, skipped=body.skipped,
-                                   flagged_unsafe=body.flagged_unsafe, require_assignment=True)
+                                   flagged_unsafe=body.flagged_unsafe, require_assignment=True,
+                                   by_criterion=body.rankings, unsafe=body.unsafe)
         return RankingCreated(id=rid, item_id=body.item_id)
 
     @app.get("/api/admin/summary", responses=errors, tags=["admin"],
@@ -296,6 +412,11 @@ def create_app(
     @app.get("/admin", include_in_schema=False)
     def admin_page() -> HTMLResponse:
         return page("admin.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs_page() -> HTMLResponse:
+        """The API reference, rendered from /openapi.json by a script served from here."""
+        return page("docs.html")
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:

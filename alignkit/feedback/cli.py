@@ -7,7 +7,9 @@ from ``--db`` or ``ALIGNKIT_FEEDBACK_DB`` so a team sets it once per shell.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -38,25 +40,50 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     host: Annotated[str, typer.Option(help="Interface; 0.0.0.0 exposes it to the network.")]
     = "127.0.0.1",
-    admin_token: Annotated[str | None, typer.Option(
-        envvar="ALIGNKIT_ADMIN_TOKEN", help="Admin token; a random one is printed if unset.")]
-    = None,
+    admin_token_file: Annotated[Path | None, typer.Option(
+        "--admin-token-file", help="File holding the admin token (or set ALIGNKIT_ADMIN_TOKEN); "
+        "a random token is printed if neither is given. Never on the command line: other "
+        "users can read a process's arguments.")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", help="A name labelers use to reach this server (Host header), "
+        "besides loopback and --host; repeat for several.")] = None,
     overlap: Annotated[int, typer.Option(help="Labelers who rank each item.")] = 3,
     round: Round = None,
 ) -> None:
     """Serve the labeler page (/label), the admin page (/admin) and the JSON API (/docs)."""
     import uvicorn
 
-    from alignkit.feedback.app import create_app
+    from alignkit.feedback.app import create_app, hosts_for
 
-    token = admin_token or secrets.token_urlsafe(24)
+    token = admin_token_from(admin_token_file) or secrets.token_urlsafe(24)
+    hosts = hosts_for(host, allowed_host or [])
     store = _store(db)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     typer.echo(f"labeling app on {base}  (database {store.url.split('@')[-1]})")
     typer.echo(f"admin page: {base}/admin#token={token}")
     typer.echo(f"API docs:   {base}/docs")
-    uvicorn.run(create_app(store, admin_token=token, overlap=overlap, round=round),
+    uvicorn.run(create_app(store, admin_token=token, overlap=overlap, round=round,
+                           allowed_hosts=hosts),
                 host=host, port=port, log_level="warning")
+
+
+def admin_token_from(path: Path | None) -> str | None:
+    """The admin token from a file (first line) or ``ALIGNKIT_ADMIN_TOKEN``; None if neither.
+
+    A file others can read is refused: the token opens every labeler's rankings.
+    """
+    if path is None:
+        return os.environ.get("ALIGNKIT_ADMIN_TOKEN") or None
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"--admin-token-file {path}: cannot read it ({getattr(e, 'strerror', e)})")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        _fail(f"--admin-token-file {path}: readable by other users — chmod 600 it")
+    if not text or "\n" in text:
+        _fail(f"--admin-token-file {path}: must hold the token on one line")
+    return text
 
 
 @label_app.command("add-labeler")
@@ -188,14 +215,21 @@ def export(
     db: Db = DEFAULT_DB,
     aggregate: Annotated[str, typer.Option(help="majority or bradley_terry.")] = "majority",
     round: Round = None,
+    criterion: Annotated[str | None, typer.Option(help="Only this criterion's pairs.")] = None,
+    margin: Annotated[bool, typer.Option(
+        "--margin", help="Also write TRL's `margin` column (= vote_strength): only for a "
+        "reward model trained with a margin, or TRL subtracts one that was never used.")]
+    = False,
 ) -> None:
     """Write every item's aggregated pairwise preferences (TRL RewardTrainer reads it too)."""
-    from alignkit.feedback.pairs import rankings_to_pairs, write_pairs_jsonl
+    from alignkit.data.types import write_pairs_jsonl
+    from alignkit.feedback.pairs import rankings_to_pairs
 
     if aggregate not in ("majority", "bradley_terry"):
         _fail(f"--aggregate '{aggregate}' is unknown — use majority or bradley_terry")
-    pairs = rankings_to_pairs(_store(db), aggregate=aggregate, round=round)  # type: ignore[arg-type]
+    pairs = rankings_to_pairs(_store(db), aggregate=aggregate,  # type: ignore[arg-type]
+                              round=round, criterion=criterion)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_pairs_jsonl(pairs, out)
+    write_pairs_jsonl(pairs, out, margin=margin)
     sources = sorted({p.source for p in pairs})
     typer.echo(f"wrote {len(pairs)} pairs to {out} (source: {', '.join(sources) or '-'})")

@@ -1,17 +1,15 @@
-"""Pairwise preference data: the unit the reward model trains on."""
+"""Rankings -> pairwise preferences (the unit the reward model trains on), per criterion."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from itertools import combinations
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from alignkit.data.types import Pair, Source
 from alignkit.feedback.agreement import (
     inter_labeler_agreement,
     item_agreement,
@@ -22,48 +20,6 @@ from alignkit.feedback.agreement import (
 
 if TYPE_CHECKING:
     from alignkit.feedback.store import FeedbackStore, Ranking
-
-Source = Literal["human", "simulated", "ai"]
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One preference: ``chosen`` beat ``rejected`` for ``prompt``.
-
-    ``margin`` is the vote strength in [0, 1] (1 = unanimous), ``source`` says who judged
-    (simulated and AI labels are never reported as human), ``labelers`` how many voted.
-    """
-
-    prompt: str
-    chosen: str
-    rejected: str
-    margin: float = 1.0
-    source: Source = "human"
-    labelers: int = 1
-
-
-def write_pairs_jsonl(pairs: list[Pair], path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for p in pairs:
-            f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
-
-
-def read_pairs_jsonl(path: str | Path) -> list[Pair]:
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            missing = {"prompt", "chosen", "rejected"} - rec.keys()
-            if missing:
-                raise ValueError(
-                    f"{path}:{lineno}: pair is missing field(s) {sorted(missing)} — each line "
-                    "needs prompt, chosen, rejected"
-                )
-            known = {k: rec[k] for k in Pair.__dataclass_fields__ if k in rec}
-            pairs.append(Pair(**known))
-    return pairs
 
 
 # -- rankings -> pairs ---------------------------------------------------------------------
@@ -83,12 +39,28 @@ def pair_source(kinds: Iterable[str]) -> Source:
     return "simulated" if "simulated" in kinds else "ai"
 
 
-def _by_item(rankings: Iterable[Ranking]) -> dict[int, list[Ranking]]:
-    out: dict[int, list[Ranking]] = {}
+def _by_item(rankings: Iterable[Ranking]) -> dict[tuple[int, str], list[Ranking]]:
+    """(item id, criterion) -> its non-skipped rankings; a criterion's rankings stand alone."""
+    out: dict[tuple[int, str], list[Ranking]] = {}
     for r in rankings:
         if not r.skipped and r.ranks:
-            out.setdefault(r.item_id, []).append(r)
+            out.setdefault((r.item_id, r.criterion or r.item.criterion), []).append(r)
     return dict(sorted(out.items()))
+
+
+def majority_unsafe(rs: Iterable[Ranking], completion_id: int) -> bool | None:
+    """The labelers' verdict on one completion: True if at least half of those who flagged
+    it either way called it unsafe (a split errs toward caution), None if nobody did."""
+    votes = [r.unsafe[completion_id] for r in _one_per_labeler(rs)
+             if completion_id in r.unsafe]
+    return None if not votes else 2 * sum(votes) >= len(votes)
+
+
+def _one_per_labeler(rs: Iterable[Ranking]) -> list[Ranking]:
+    seen: dict[int, Ranking] = {}
+    for r in rs:
+        seen.setdefault(r.labeler_id, r)
+    return list(seen.values())
 
 
 def _votes(rs: list[Ranking], a: int, b: int) -> tuple[int, int, set[str]]:
@@ -135,70 +107,113 @@ def rankings_to_pairs(
     source: FeedbackStore | Iterable[Ranking],
     aggregate: Aggregate = "majority",
     round: int | None = None,
+    criterion: str | None = None,
 ) -> list[Pair]:
-    """Every item's K(K-1)/2 completion pairs, aggregated over its (non-skipped) rankings.
+    """Every item's completion pairs per criterion, aggregated over its (non-skipped) rankings.
 
     Each labeler who ranked a pair strictly casts one vote; ties abstain, and a pair nobody
     ranked strictly is dropped. ``majority``: the pair goes to the side with more votes
-    (an even split is dropped), ``margin = |votes_a - votes_b| / voters``. ``bradley_terry``:
-    per item, strengths are fitted to all its votes and ``margin = |sigmoid(s_a - s_b) -
-    0.5| * 2``, so a pair also borrows strength from the item's other comparisons.
-    ``labelers`` is the number of voters on the pair, ``source`` their kind.
+    (an even split is dropped), ``vote_strength = |votes_a - votes_b| / voters``.
+    ``bradley_terry``: per item and criterion, strengths are fitted to all its votes and
+    ``vote_strength = |sigmoid(s_a - s_b) - 0.5| * 2``, so a pair also borrows strength
+    from the item's other comparisons. ``labelers`` is the number of voters on the pair,
+    ``source`` their kind, ``criterion`` the criterion ranked (``criterion=`` keeps only
+    that one). Two completions with the same text never make a pair: "x beats x" teaches
+    the reward model nothing but noise. ``chosen_unsafe``/``rejected_unsafe`` come from
+    :func:`majority_unsafe` over the item's labelers.
     """
     if aggregate not in ("majority", "bradley_terry"):
         raise ValueError(f"aggregate '{aggregate}' is unknown — use 'majority' or "
                          "'bradley_terry'")
-    # Duck-typed so importing Pair does not pull in SQLAlchemy.
-    rankings = source.rankings(round) if hasattr(source, "rankings") else list(source)
+    # Duck-typed so importing this module does not pull in SQLAlchemy.
+    rankings = (source.rankings(round, criterion=criterion) if hasattr(source, "rankings")
+                else [r for r in source if criterion is None
+                      or (r.criterion or r.item.criterion) == criterion])
+    all_by_item: dict[int, list[Ranking]] = {}
+    for r in rankings:
+        all_by_item.setdefault(r.item_id, []).append(r)
     pairs: list[Pair] = []
-    for rs in _by_item(rankings).values():
-        item = rs[0].item
-        comps = item.completions
-        votes = {
-            (i, j): _votes(rs, comps[i].id, comps[j].id)
-            for i, j in combinations(range(len(comps)), 2)
-        }
-        strengths = None
-        if aggregate == "bradley_terry":
-            wins = np.zeros((len(comps), len(comps)))
-            for (i, j), (va, vb, _) in votes.items():
-                wins[i, j], wins[j, i] = va, vb
-            strengths = bradley_terry_strengths(wins)
-        for (i, j), (va, vb, kinds) in votes.items():
-            voters = va + vb
-            if voters == 0:
+    for (item_id, crit), rs in _by_item(rankings).items():
+        pairs += _item_pairs(rs, crit, aggregate, all_by_item[item_id])
+    return pairs
+
+
+def _item_pairs(rs: list[Ranking], criterion: str, aggregate: Aggregate,
+                everyone: list[Ranking]) -> list[Pair]:
+    """One item's pairs under one criterion (see :func:`rankings_to_pairs`)."""
+    item = rs[0].item
+    comps = item.completions
+    votes = {
+        (i, j): _votes(rs, comps[i].id, comps[j].id)
+        for i, j in combinations(range(len(comps)), 2)
+        if comps[i].text != comps[j].text
+    }
+    strengths = None
+    if aggregate == "bradley_terry":
+        wins = np.zeros((len(comps), len(comps)))
+        for (i, j), (va, vb, _) in votes.items():
+            wins[i, j], wins[j, i] = va, vb
+        strengths = bradley_terry_strengths(wins)
+    unsafe = {c.id: majority_unsafe(everyone, c.id) for c in comps}
+    pairs = []
+    for (i, j), (va, vb, kinds) in votes.items():
+        voters = va + vb
+        if voters == 0:
+            continue
+        if strengths is None:
+            if va == vb:
                 continue
-            if strengths is None:
-                if va == vb:
-                    continue
-                a_wins, margin = va > vb, abs(va - vb) / voters
-            else:
-                diff = float(strengths[i] - strengths[j])
-                if abs(diff) < 1e-9:
-                    continue
-                a_wins = diff > 0
-                margin = abs(1.0 / (1.0 + math.exp(-diff)) - 0.5) * 2.0
-            win, lose = (comps[i], comps[j]) if a_wins else (comps[j], comps[i])
-            pairs.append(Pair(
-                prompt=item.prompt,
-                chosen=win.text,
-                rejected=lose.text,
-                margin=float(margin),
-                source=pair_source(kinds),
-                labelers=voters,
-            ))
+            a_wins, strength = va > vb, abs(va - vb) / voters
+        else:
+            diff = float(strengths[i] - strengths[j])
+            if abs(diff) < 1e-9:
+                continue
+            a_wins = diff > 0
+            strength = abs(1.0 / (1.0 + math.exp(-diff)) - 0.5) * 2.0
+        win, lose = (comps[i], comps[j]) if a_wins else (comps[j], comps[i])
+        pairs.append(Pair(
+            prompt=item.prompt,
+            chosen=win.text,
+            rejected=lose.text,
+            vote_strength=float(strength),
+            source=pair_source(kinds),
+            labelers=voters,
+            criterion=criterion,
+            chosen_unsafe=unsafe[win.id],
+            rejected_unsafe=unsafe[lose.id],
+        ))
     return pairs
 
 
 # -- summary ---------------------------------------------------------------------------------
 
 
-def rankings_by_item(rankings: Iterable[Ranking]) -> dict[int, dict[int, dict[int, int]]]:
-    """item id -> labeler id -> ranks, for the agreement functions (skipped ones left out)."""
-    return {
-        item_id: {r.labeler_id: r.ranks for r in rs}
-        for item_id, rs in _by_item(rankings).items()
-    }
+def rankings_by_item(rankings: Iterable[Ranking]
+                     ) -> dict[tuple[int, str], dict[int, dict[int, int]]]:
+    """(item id, criterion) -> labeler id -> ranks, for the agreement functions (skipped
+    ones left out). Criteria are separate units: a labeler's helpfulness and harmlessness
+    rankings of one item are two judgements, not one."""
+    return {key: {r.labeler_id: r.ranks for r in rs} for key, rs in _by_item(rankings).items()}
+
+
+def flag_agreement(rankings: Iterable[Ranking]) -> tuple[float, int]:
+    """Pairwise agreement of safe/unsafe flags: over completions flagged by >= 2 labelers,
+    the share of labeler pairs giving the same verdict; and how many such completions."""
+    per: dict[int, dict[int, bool]] = {}
+    for r in rankings:
+        for cid, u in r.unsafe.items():
+            per.setdefault(cid, {})[r.labeler_id] = u
+    agree = total = 0
+    units = 0
+    for votes in per.values():
+        vs = list(votes.values())
+        if len(vs) < 2:
+            continue
+        units += 1
+        for a, b in combinations(vs, 2):
+            total += 1
+            agree += a == b
+    return (agree / total if total else math.nan), units
 
 
 def _finite_mean(xs: Iterable[float]) -> float:
@@ -206,47 +221,66 @@ def _finite_mean(xs: Iterable[float]) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+def _clean(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else round_(x)
+
+
+def _agreement_block(kept: list[Ranking], top: int) -> dict:
+    by_item = rankings_by_item(kept)
+    multi = {k: labs for k, labs in by_item.items() if len(labs) >= 2}
+    items = {r.item_id: r.item for r in kept}
+    per_item = sorted(
+        ((item_agreement(labs), k) for k, labs in multi.items()),
+        key=lambda t: (math.inf if math.isnan(t[0]) else t[0], t[1]),
+    )
+    return {
+        "rankings": len(kept),
+        "items_ranked": len({k[0] for k in by_item}),
+        "agreement": _clean(inter_labeler_agreement(multi)),
+        "kendall_w_mean": _clean(_finite_mean(kendall_w(labs) for labs in multi.values())),
+        "krippendorff_alpha": _clean(krippendorff_alpha(multi)),
+        "most_disputed": [
+            {
+                "item_id": k[0],
+                "criterion": k[1],
+                "prompt": items[k[0]].prompt[:120],
+                "agreement": _clean(a),
+                "labelers": len(multi[k]),
+            }
+            for a, k in per_item[:top]
+        ],
+    }
+
+
 def feedback_summary(store: FeedbackStore, round: int | None = None, top: int = 5) -> dict:
     """What a person checks before trusting the labels: volume, who, and how consistent.
 
-    ``agreement`` is the mean pairwise inter-labeler agreement (pooled over all items),
-    ``most_disputed`` the ``top`` items with the lowest agreement among those ranked by at
-    least two labelers. NaN becomes None so the result is valid JSON.
+    ``agreement`` is the pairwise inter-labeler agreement pooled over all items and
+    criteria, ``criteria`` the same numbers per criterion (helpfulness and harmlessness
+    labels are judged separately), ``most_disputed`` the ``top`` (item, criterion) units
+    with the lowest agreement among those ranked by at least two labelers; ``flags``
+    counts per-completion safe/unsafe flags and how often labelers agree on them. NaN
+    becomes None so the result is valid JSON.
     """
     rankings = store.rankings(round)
     kept = [r for r in rankings if not r.skipped]
-    by_item = rankings_by_item(kept)
-    multi = {i: labs for i, labs in by_item.items() if len(labs) >= 2}
-    items = {r.item_id: r.item for r in kept}
-    per_item = sorted(
-        ((item_agreement(labs), i) for i, labs in multi.items()),
-        key=lambda t: (math.inf if math.isnan(t[0]) else t[0], t[1]),
-    )
     kinds = sorted({r.labeler.kind for r in kept})
-
-    def clean(x: float) -> float | None:
-        return None if x is None or math.isnan(x) else round_(x)
-
+    criteria = sorted({r.criterion for r in kept})
+    submissions = {(r.item_id, r.labeler_id): r for r in rankings}
+    f_agree, f_units = flag_agreement(submissions.values())
+    marks = [u for r in submissions.values() for u in r.unsafe.values()]
+    block = _agreement_block(kept, top)
     return {
-        "rankings": len(kept),
+        **block,
         "skipped": len(rankings) - len(kept),
-        "flagged_unsafe": sum(r.flagged_unsafe for r in rankings),
+        "flagged_unsafe": sum(r.flagged_unsafe for r in submissions.values()),
         "labelers": len({r.labeler_id for r in kept}),
         "source": "+".join(kinds) if kinds else None,
         "items": len(store.items(round)),
-        "items_ranked": len(by_item),
-        "agreement": clean(inter_labeler_agreement(multi)),
-        "kendall_w_mean": clean(_finite_mean(kendall_w(labs) for labs in multi.values())),
-        "krippendorff_alpha": clean(krippendorff_alpha(multi)),
-        "most_disputed": [
-            {
-                "item_id": i,
-                "prompt": items[i].prompt[:120],
-                "agreement": clean(a),
-                "labelers": len(multi[i]),
-            }
-            for a, i in per_item[:top]
-        ],
+        "criteria": {c: _agreement_block([r for r in kept if r.criterion == c], top)
+                     for c in criteria},
+        "flags": {"flags": len(marks), "unsafe": sum(marks),
+                  "completions_multiply_flagged": f_units, "agreement": _clean(f_agree)},
     }
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import and_, create_engine, delete, event, func, or_, select
+from sqlalchemy import and_, create_engine, delete, event, func, inspect, or_, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -29,6 +29,7 @@ from alignkit.feedback.schema import (
     Base,
     CompletionRow,
     CriterionRow,
+    FlagRow,
     ItemRow,
     LabelerRow,
     RankingRow,
@@ -38,6 +39,8 @@ from alignkit.feedback.schema import (
 ASSIGN_LOCK = 73110001  # PostgreSQL advisory lock key serialising item hand-out
 LabelerKind = Literal["human", "simulated", "ai"]
 ErrorCode = Literal["invalid", "not_found", "conflict", "forbidden"]
+MAX_ID = 2**63 - 1  # ids are 64-bit: a larger number cannot name a row (and overflows SQLite)
+MAX_CRITERION_LEN = 200  # the criterion column's width
 
 
 class FeedbackError(ValueError):
@@ -59,12 +62,23 @@ class Completion:
 
 @dataclass(frozen=True)
 class Item:
+    """A prompt and its completions, ranked under each of ``criteria`` (first = primary).
+
+    ``sensitive``: the prompt is a harmful request (content warning, labelers may opt out).
+    """
+
     id: int
     round: int
     prompt: str
-    criterion: str
+    criteria: tuple[str, ...]
     created: datetime
     completions: tuple[Completion, ...]
+    sensitive: bool = False
+
+    @property
+    def criterion(self) -> str:
+        """The first criterion: the only one in single-criterion use."""
+        return self.criteria[0]
 
     @property
     def completion_ids(self) -> list[int]:
@@ -77,11 +91,15 @@ class Labeler:
     name: str
     kind: LabelerKind
     created: datetime
+    avoid_sensitive: bool = False
 
 
 @dataclass(frozen=True)
 class Ranking:
-    """A submitted ranking, with its item and labeler attached so exports need no lookups."""
+    """A submitted ranking under one criterion, with its item and labeler attached so
+    exports need no lookups. ``unsafe`` holds the labeler's safe/unsafe flags on the item's
+    completions (completion id -> True if unsafe), the same for each criterion's ranking
+    of one submission; empty when the labeler flagged none either way."""
 
     id: int
     item: Item
@@ -90,6 +108,8 @@ class Ranking:
     skipped: bool
     flagged_unsafe: bool
     created: datetime
+    criterion: str = ""
+    unsafe: dict[int, bool] = field(default_factory=dict)
 
     @property
     def item_id(self) -> int:
@@ -102,15 +122,22 @@ class Ranking:
 
 @dataclass(frozen=True)
 class RankingInput:
-    """One submission for :meth:`FeedbackStore.submit_rankings` (batch of the same checks)."""
+    """One submission for :meth:`FeedbackStore.submit_rankings` (batch of the same checks).
+
+    ``ranks`` ranks a single-criterion item; ``by_criterion`` (criterion -> ranks) must
+    rank every criterion of the item instead. ``unsafe`` maps completion ids to a
+    safe/unsafe flag (True = unsafe); ``flagged_unsafe`` is the older item-level flag.
+    """
 
     labeler_id: int
     item_id: int
-    ranks: Mapping[int, int]
+    ranks: Mapping[Any, Any] = field(default_factory=dict)
     skipped: bool = False
     flagged_unsafe: bool = False
     # The web app sets this: a labeler may only rank an item that was handed to them.
     require_assignment: bool = False
+    by_criterion: Mapping[str, Mapping[Any, Any]] | None = None
+    unsafe: Mapping[Any, Any] | None = None
 
 
 def hash_token(token: str) -> str:
@@ -179,17 +206,52 @@ def _item(row: ItemRow) -> Item:
         id=row.id,
         round=row.round,
         prompt=row.prompt,
-        criterion=row.criterion,
+        criteria=tuple(row.criteria or [row.criterion]),
         created=_aware(row.created),
         completions=tuple(
             Completion(id=c.id, position=c.position, text=c.text, meta=dict(c.meta or {}))
             for c in row.completions
         ),
+        sensitive=bool(row.sensitive),
     )
 
 
 def _labeler(row: LabelerRow) -> Labeler:
-    return Labeler(id=row.id, name=row.name, kind=row.kind, created=_aware(row.created))  # type: ignore[arg-type]
+    return Labeler(id=row.id, name=row.name, kind=row.kind,  # type: ignore[arg-type]
+                   created=_aware(row.created), avoid_sensitive=bool(row.avoid_sensitive))
+
+
+def _is_id(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and -MAX_ID - 1 <= x <= MAX_ID
+
+
+# Columns added after the first release: (table, column, DDL type and default).
+_ADDED_COLUMNS = (
+    ("items", "criteria", "JSON"),
+    ("items", "sensitive", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("labelers", "avoid_sensitive", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("rankings", "criterion", "VARCHAR(200)"),
+)
+
+
+def _upgrade(engine: Engine) -> bool:
+    """Add the columns an older feedback database lacks; True if its rankings table still
+    has the old one-ranking-per-(item, labeler) constraint (single-criterion items only).
+
+    Old rows read as before: NULL ``criteria`` means ``[criterion]``, NULL ranking
+    ``criterion`` the item's. Rebuilding the constraint would copy the table; an old
+    database keeps working for the single-criterion items it was made for.
+    """
+    insp = inspect(engine)
+    tables = set(insp.get_table_names())
+    with engine.begin() as conn:
+        for table, column, ddl in _ADDED_COLUMNS:
+            if table in tables and column not in {c["name"] for c in insp.get_columns(table)}:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+    if "rankings" not in tables:
+        return False
+    return any(sorted(u["column_names"]) == ["item_id", "labeler_id"]
+               for u in insp.get_unique_constraints("rankings"))
 
 
 class FeedbackStore:
@@ -199,6 +261,7 @@ class FeedbackStore:
         self.url = normalize_url(url)
         self.engine = _make_engine(self.url)
         self._writer = self.engine.execution_options(alignkit_write=True)
+        self._legacy_unique = _upgrade(self.engine)
         Base.metadata.create_all(self.engine)
 
     @property
@@ -217,6 +280,7 @@ class FeedbackStore:
         """
         Base.metadata.drop_all(self.engine)
         Base.metadata.create_all(self.engine)
+        self._legacy_unique = False
 
     def __enter__(self) -> FeedbackStore:
         return self
@@ -241,60 +305,118 @@ class FeedbackStore:
 
     def add_items(
         self,
-        prompts_and_completions: Sequence[tuple[str, Sequence[str]]],
-        criterion: str,
+        items: Sequence[tuple[str, Sequence[str]]],
+        criteria: Sequence[str] | str | None = None,
         round: int = 0,
-        guideline: str | None = None,
+        guidelines: Mapping[str, str] | None = None,
+        sensitive: Sequence[bool] | None = None,
         metas: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+        *,
+        criterion: str | None = None,
+        guideline: str | None = None,
     ) -> list[int]:
         """Add prompts with their K completions (K >= 2); returns the new item ids in order.
 
-        ``metas[i][k]`` (optional, JSON-able) is kept with completion k of item i, e.g. the
-        policy checkpoint and sampling settings that produced it.
+        Every item is ranked under each of ``criteria`` (e.g. ``["helpfulness",
+        "harmlessness"]``, PKU-SafeRLHF's two); ``guidelines[c]`` is the text labelers read
+        for criterion c. ``sensitive[i]`` marks item i's prompt as a harmful request.
+        The older single-criterion call, ``add_items(items, "harmlessness",
+        guideline=...)`` or ``criterion=``, still works. ``metas[i][k]`` (optional,
+        JSON-able) is kept with completion k of item i, e.g. the policy checkpoint and
+        sampling settings that produced it. Everything is checked before anything is written.
         """
+        names = self._criteria_arg(criteria, criterion)
+        guides = self._guidelines_arg(names, guidelines, guideline)
         if metas is not None and (
-            len(metas) != len(prompts_and_completions)
-            or any(len(m) != len(rec[1]) for m, rec in zip(metas, prompts_and_completions,
-                                                           strict=False))
+            len(metas) != len(items)
+            or any(len(m) != len(rec[1]) for m, rec in zip(metas, items, strict=False))
         ):
             raise FeedbackError("metas must give one dict per completion of every item",
                                 field="metas")
-        if not criterion or not criterion.strip():
-            raise FeedbackError("criterion is empty — name the alignment criterion, "
-                                "e.g. 'harmlessness'", field="criterion")
-        for i, rec in enumerate(prompts_and_completions):
+        if sensitive is not None and (
+            isinstance(sensitive, str | bytes) or len(sensitive) != len(items)
+            or not all(isinstance(x, bool) for x in sensitive)
+        ):
+            raise FeedbackError(f"sensitive must give one true/false per item ({len(items)})",
+                                field="sensitive")
+        if len(names) > 1 and self._legacy_unique:
+            raise FeedbackError("this feedback database was made before multi-criterion items "
+                                "(one ranking per item and labeler) — use a new database "
+                                "for two criteria", field="criteria")
+        for i, rec in enumerate(items):
             if not isinstance(rec, tuple | list) or len(rec) != 2:
-                raise FeedbackError(f"prompts_and_completions[{i}] is not a (prompt, "
-                                    "completions) pair", field="prompts_and_completions")
+                raise FeedbackError(f"items[{i}] is not a (prompt, completions) pair",
+                                    field="items")
             prompt, completions = rec
             if not isinstance(prompt, str) or not prompt.strip():
-                raise FeedbackError(f"prompts_and_completions[{i}]: prompt is empty — give "
-                                    "the prompt text", field="prompt")
+                raise FeedbackError(f"items[{i}]: prompt is empty — give the prompt text",
+                                    field="prompt")
             if isinstance(completions, str) or len(completions) < 2:
-                raise FeedbackError(f"prompts_and_completions[{i}]: needs a list of at least 2 "
-                                    "completions to rank", field="completions")
+                raise FeedbackError(f"items[{i}]: needs a list of at least 2 completions to "
+                                    "rank", field="completions")
             if not all(isinstance(c, str) for c in completions):
-                raise FeedbackError(f"prompts_and_completions[{i}]: every completion must be "
-                                    "a string", field="completions")
+                raise FeedbackError(f"items[{i}]: every completion must be a string",
+                                    field="completions")
         with self._write() as s:
             rows = [
                 ItemRow(
                     round=round,
                     prompt=prompt,
-                    criterion=criterion,
+                    criterion=names[0],
+                    criteria=list(names),
+                    sensitive=bool(sensitive[i]) if sensitive is not None else False,
                     completions=[
                         CompletionRow(position=k, text=t,
                                       meta=dict(metas[i][k]) if metas is not None else {})
                         for k, t in enumerate(comps)
                     ],
                 )
-                for i, (prompt, comps) in enumerate(prompts_and_completions)
+                for i, (prompt, comps) in enumerate(items)
             ]
             s.add_all(rows)
-            if guideline is not None:
-                s.merge(CriterionRow(name=criterion, guideline=guideline))
+            for name, text_ in guides.items():
+                s.merge(CriterionRow(name=name, guideline=text_))
             s.flush()
             return [r.id for r in rows]
+
+    @staticmethod
+    def _criteria_arg(criteria: Sequence[str] | str | None, criterion: str | None
+                      ) -> tuple[str, ...]:
+        if criteria is not None and criterion is not None:
+            raise FeedbackError("give criteria or criterion, not both", field="criteria")
+        raw = criterion if criteria is None else criteria
+        names = (raw,) if isinstance(raw, str) else tuple(raw or ())
+        if not names:
+            raise FeedbackError("criteria is empty — name the alignment criteria, e.g. "
+                                "['helpfulness', 'harmlessness']", field="criteria")
+        for c in names:
+            if not isinstance(c, str) or not c.strip():
+                raise FeedbackError("criterion is empty — name the alignment criterion, "
+                                    "e.g. 'harmlessness'", field="criterion")
+            if len(c) > MAX_CRITERION_LEN or c != c.strip():
+                raise FeedbackError(f"criterion {c[:40]!r} must be at most {MAX_CRITERION_LEN} "
+                                    "characters without surrounding spaces", field="criterion")
+        if len(set(names)) != len(names):
+            raise FeedbackError(f"criteria {list(names)} repeat a name — list each once",
+                                field="criteria")
+        return names
+
+    @staticmethod
+    def _guidelines_arg(names: tuple[str, ...], guidelines: Mapping[str, str] | None,
+                        guideline: str | None) -> dict[str, str]:
+        if guideline is not None:
+            if guidelines is not None or len(names) != 1:
+                raise FeedbackError("guideline= is for one criterion — pass guidelines="
+                                    "{criterion: text} for several", field="guideline")
+            guidelines = {names[0]: guideline}
+        out = dict(guidelines or {})
+        unknown = [k for k in out if k not in names]
+        if unknown:
+            raise FeedbackError(f"guidelines for {unknown} name no criterion of these items "
+                                f"{list(names)}", field="guidelines")
+        if not all(isinstance(v, str) for v in out.values()):
+            raise FeedbackError("every guideline must be text", field="guidelines")
+        return out
 
     def set_guideline(self, criterion: str, guideline: str) -> None:
         with self._write() as s:
@@ -305,9 +427,17 @@ class FeedbackStore:
             row = s.get(CriterionRow, criterion)
             return row.guideline if row else ""
 
+    def guidelines(self, criteria: Sequence[str]) -> dict[str, str]:
+        """Guideline text per criterion ('' where none was set), in the order given."""
+        with self._read() as s:
+            rows = {r.name: r.guideline for r in s.scalars(
+                select(CriterionRow).where(CriterionRow.name.in_(list(criteria))))}
+        return {c: rows.get(c, "") for c in criteria}
+
     def item(self, item_id: int) -> Item:
         with self._read() as s:
-            row = s.get(ItemRow, item_id, options=[selectinload(ItemRow.completions)])
+            row = (s.get(ItemRow, item_id, options=[selectinload(ItemRow.completions)])
+                   if _is_id(item_id) else None)
             if row is None:
                 raise FeedbackError(f"item_id {item_id} does not exist — ask for the next item",
                                     field="item_id", code="not_found")
@@ -363,75 +493,112 @@ class FeedbackStore:
         with self._read() as s:
             return [_labeler(r) for r in s.scalars(select(LabelerRow).order_by(LabelerRow.id))]
 
+    def set_avoid_sensitive(self, labeler_id: int, avoid: bool) -> Labeler:
+        """Opt a labeler out of (or back into) harmful prompts.
+
+        Opting out also drops a lease they hold on a sensitive item, so the page's next
+        item is a benign one straight away.
+        """
+        if not isinstance(avoid, bool):
+            raise FeedbackError("avoid_sensitive must be true or false", field="avoid_sensitive")
+        with self._write() as s:
+            row = s.get(LabelerRow, labeler_id) if _is_id(labeler_id) else None
+            if row is None:
+                raise FeedbackError(f"labeler_id {labeler_id} is unknown", field="labeler_id",
+                                    code="not_found")
+            row.avoid_sensitive = avoid
+            if avoid:
+                s.execute(delete(AssignmentRow).where(
+                    AssignmentRow.labeler_id == labeler_id,
+                    AssignmentRow.item_id.in_(select(ItemRow.id).where(ItemRow.sensitive))))
+            s.flush()
+            return _labeler(row)
+
     # -- rankings ---------------------------------------------------------------------------
 
     def submit_ranking(
         self,
         labeler_id: int,
         item_id: int,
-        ranks: Mapping[int, int],
+        ranks: Mapping[Any, Any] | None = None,
         skipped: bool = False,
         flagged_unsafe: bool = False,
         require_assignment: bool = False,
+        *,
+        by_criterion: Mapping[str, Mapping[Any, Any]] | None = None,
+        unsafe: Mapping[Any, Any] | None = None,
     ) -> int:
-        """Store one ranking (1 = best, ties share a rank); returns its id.
+        """Store one submission (1 = best, ties share a rank); returns its first row's id.
 
-        Refused with :class:`FeedbackError` (nothing written) unless ``ranks`` covers exactly
-        the item's completion ids with integer ranks in 1..K and the labeler has not already
-        submitted this item. A skipped item carries no ranks. With ``require_assignment``
-        the item must also have been handed to this labeler by :meth:`next_item_for`.
+        Refused with :class:`FeedbackError` (nothing written) unless every criterion of the
+        item is ranked (``ranks`` for a single-criterion item, else ``by_criterion``) with
+        exactly the item's completion ids and integer ranks in 1..K, every flag in
+        ``unsafe`` names one of its completions, and the labeler has not already submitted
+        this item. A skipped item carries no ranks. With ``require_assignment`` the item
+        must also be leased to this labeler (by :meth:`next_item_for`) and the lease not
+        expired.
         """
-        return self.submit_rankings(
-            [RankingInput(labeler_id, item_id, ranks, skipped, flagged_unsafe, require_assignment)]
-        )[0]
+        return self.submit_rankings([RankingInput(
+            labeler_id, item_id, ranks or {}, skipped, flagged_unsafe, require_assignment,
+            by_criterion=by_criterion, unsafe=unsafe)])[0]
 
     def submit_rankings(self, batch: Sequence[RankingInput]) -> list[int]:
-        """Store several rankings in one transaction: all are accepted or none is."""
+        """Store several submissions in one transaction: all are accepted or none is.
+
+        Returns one id per submission: that of its first criterion's ranking row.
+        """
         if not batch:
             return []
         try:
             with self._write() as s:
-                rows = self._checked_rows(s, batch)
+                groups, flags = self._checked_rows(s, batch)
+                rows = [r for g in groups for r in g]
                 s.add_all(rows)
+                s.add_all(flags)
                 s.flush()
                 # The labelers are done with these items: release their leases.
-                labeler_ids = {r.labeler_id for r in rows}
+                done = {(g[0].item_id, g[0].labeler_id) for g in groups}
                 leased = s.execute(select(AssignmentRow.item_id, AssignmentRow.labeler_id)
-                                   .where(AssignmentRow.labeler_id.in_(labeler_ids))).all()
-                done = {(r.item_id, r.labeler_id) for r in rows}
+                                   .where(AssignmentRow.labeler_id.in_({k[1] for k in done}))
+                                   ).all()
                 for item_id, labeler_id in leased:
                     if (item_id, labeler_id) in done:
                         s.execute(delete(AssignmentRow).where(
                             AssignmentRow.item_id == item_id,
                             AssignmentRow.labeler_id == labeler_id))
-                return [r.id for r in rows]
+                return [g[0].id for g in groups]
         except IntegrityError:
             # Two concurrent submissions of the same item by the same labeler: the UNIQUE
             # constraint lets exactly one through.
             raise FeedbackError("this labeler already ranked this item — ask for the next item",
                                 field="item_id", code="conflict") from None
 
-    def _checked_rows(self, s: Session, batch: Sequence[RankingInput]) -> list[RankingRow]:
+    def _checked_rows(self, s: Session, batch: Sequence[RankingInput]
+                      ) -> tuple[list[list[RankingRow]], list[FlagRow]]:
         """Validate a batch inside the write transaction (a few queries, not a few per row)."""
-        labeler_ids = {r.labeler_id for r in batch}
-        item_ids = {r.item_id for r in batch}
-        for name, ids in (("labeler_id", labeler_ids), ("item_id", item_ids)):
-            bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int)]
-            if bad:
-                raise FeedbackError(f"{name} {bad[0]!r} is not an integer id", field=name)
+        for r in batch:
+            for name in ("labeler_id", "item_id"):
+                v = getattr(r, name)
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise FeedbackError(f"{name} {v!r} is not an integer id", field=name)
+        # Out-of-range ids name no row: keep them out of the query (SQLite overflows).
+        labeler_ids = {r.labeler_id for r in batch if _is_id(r.labeler_id)}
+        item_ids = {r.item_id for r in batch if _is_id(r.item_id)}
         known_labelers = set(s.scalars(select(LabelerRow.id).where(
             LabelerRow.id.in_(labeler_ids))))
         items = {
-            row.id: [c.id for c in row.completions]
+            row.id: _item(row)
             for row in s.scalars(select(ItemRow).options(selectinload(ItemRow.completions))
                                  .where(ItemRow.id.in_(item_ids)))
         }
         submitted = set(s.execute(select(RankingRow.item_id, RankingRow.labeler_id).where(
             RankingRow.item_id.in_(item_ids), RankingRow.labeler_id.in_(labeler_ids))).all())
         handed = set(s.execute(select(AssignmentRow.item_id, AssignmentRow.labeler_id).where(
-            AssignmentRow.item_id.in_(item_ids), AssignmentRow.labeler_id.in_(labeler_ids)
+            AssignmentRow.item_id.in_(item_ids), AssignmentRow.labeler_id.in_(labeler_ids),
+            AssignmentRow.expires > utcnow(),
         )).all()) if any(r.require_assignment for r in batch) else set()
-        rows = []
+        groups: list[list[RankingRow]] = []
+        flags: list[FlagRow] = []
         for r in batch:
             if r.labeler_id not in known_labelers:
                 raise FeedbackError(f"labeler_id {r.labeler_id} is unknown — register the "
@@ -444,19 +611,23 @@ class FeedbackStore:
                 raise FeedbackError(f"item_id {r.item_id} was already ranked by this labeler — "
                                     "ask for the next item", field="item_id", code="conflict")
             if r.require_assignment and key not in handed:
-                raise FeedbackError(f"item_id {r.item_id} was not handed to this labeler — "
-                                    "fetch the next item and rank that one", field="item_id",
-                                    code="forbidden")
+                raise FeedbackError(f"item_id {r.item_id} is not leased to this labeler (never "
+                                    "handed out, or the lease expired) — fetch the next item "
+                                    "and rank that one", field="item_id", code="forbidden")
             submitted.add(key)
-            ranks = validate_ranks(r.ranks, items[r.item_id], r.skipped)
-            rows.append(RankingRow(
-                item_id=r.item_id,
-                labeler_id=r.labeler_id,
-                ranks={str(k): v for k, v in ranks.items()},
-                skipped=bool(r.skipped),
-                flagged_unsafe=bool(r.flagged_unsafe),
-            ))
-        return rows
+            item = items[r.item_id]
+            per = criterion_ranks(item, r.ranks, r.by_criterion, r.skipped)
+            marks = validate_flags(r.unsafe, item)
+            flagged = bool(r.flagged_unsafe) or any(marks.values())
+            groups.append([
+                RankingRow(item_id=r.item_id, labeler_id=r.labeler_id, criterion=c,
+                           ranks={str(k): v for k, v in ranks.items()},
+                           skipped=bool(r.skipped), flagged_unsafe=flagged)
+                for c, ranks in per.items()
+            ])
+            flags += [FlagRow(completion_id=cid, labeler_id=r.labeler_id, item_id=r.item_id,
+                              unsafe=u) for cid, u in marks.items()]
+        return groups, flags
 
     def next_item_for(
         self,
@@ -473,9 +644,12 @@ class FeedbackStore:
         ``overlap`` meanwhile, so labelers who open the page together get different items;
         asking again returns the same reserved item. Skipped rankings do not count toward
         ``overlap`` (someone else must rank the item) but the labeler never sees it again.
+        A labeler who opted out of harmful prompts is never handed a sensitive item.
         """
         if overlap < 1:
             raise FeedbackError("overlap must be at least 1", field="overlap")
+        if not _is_id(labeler_id):
+            return None
         if lease_s is None:
             with self._read() as s:
                 item_id = self._candidate(s, labeler_id, overlap, None, round)
@@ -492,6 +666,7 @@ class FeedbackStore:
                 .join(ItemRow, ItemRow.id == AssignmentRow.item_id)
                 .where(AssignmentRow.labeler_id == labeler_id, AssignmentRow.expires > now,
                        ~AssignmentRow.item_id.in_(self._seen(labeler_id)),
+                       *self._allowed(s, labeler_id),
                        *([ItemRow.round == round] if round is not None else []))
                 .order_by(AssignmentRow.item_id)
                 .limit(1)
@@ -511,11 +686,18 @@ class FeedbackStore:
     def _seen(labeler_id: int) -> Any:
         return select(RankingRow.item_id).where(RankingRow.labeler_id == labeler_id)
 
+    @staticmethod
+    def _allowed(s: Session, labeler_id: int) -> list[Any]:
+        """Item filters this labeler's preferences ask for (none, or: no harmful prompts)."""
+        avoid = s.scalar(select(LabelerRow.avoid_sensitive).where(LabelerRow.id == labeler_id))
+        return [ItemRow.sensitive.is_(False)] if avoid else []
+
     def _candidate(
         self, s: Session, labeler_id: int, overlap: int, now: datetime | None, round: int | None
     ) -> int | None:
+        # Labelers, not rows: a two-criteria submission is two rows.
         ranked = (
-            select(RankingRow.item_id, func.count().label("n"))
+            select(RankingRow.item_id, func.count(RankingRow.labeler_id.distinct()).label("n"))
             .where(RankingRow.skipped.is_(False))
             .group_by(RankingRow.item_id)
             .subquery()
@@ -532,7 +714,8 @@ class FeedbackStore:
             q = q.outerjoin(leased, leased.c.item_id == ItemRow.id)
             load = load + func.coalesce(leased.c.n, 0)
         shuffle = (ItemRow.id * 7919 + labeler_id * 104729) % 1000003
-        q = q.where(and_(~ItemRow.id.in_(self._seen(labeler_id)), load < overlap))
+        q = q.where(and_(~ItemRow.id.in_(self._seen(labeler_id)), load < overlap,
+                         *self._allowed(s, labeler_id)))
         if round is not None:
             q = q.where(ItemRow.round == round)
         q = q.order_by(func.coalesce(ranked.c.n, 0).desc(), shuffle, ItemRow.id).limit(1)
@@ -551,23 +734,31 @@ class FeedbackStore:
         *,
         labeler_id: int | None = None,
         include_skipped: bool = True,
+        criterion: str | None = None,
     ) -> list[Ranking]:
-        """Submitted rankings in submission order, each with its item and labeler."""
+        """Submitted rankings in submission order (one per criterion of a submission), each
+        with its item, labeler and that labeler's safe/unsafe flags on the item."""
+        crit = func.coalesce(RankingRow.criterion, ItemRow.criterion)
         with self._read() as s:
-            q = select(RankingRow, ItemRow.round).join(ItemRow, ItemRow.id == RankingRow.item_id)
+            q = select(RankingRow, crit).join(ItemRow, ItemRow.id == RankingRow.item_id)
             if round is not None:
                 q = q.where(ItemRow.round == round)
             if labeler_id is not None:
                 q = q.where(RankingRow.labeler_id == labeler_id)
             if not include_skipped:
                 q = q.where(RankingRow.skipped.is_(False))
-            rows = [r for r, _ in s.execute(q.order_by(RankingRow.id))]
-            item_ids = {r.item_id for r in rows}
+            if criterion is not None:
+                q = q.where(crit == criterion)
+            rows = list(s.execute(q.order_by(RankingRow.id)))
+            item_ids = {r.item_id for r, _ in rows}
             items: dict[int, Item] = {}
+            marks: dict[tuple[int, int], dict[int, bool]] = {}
             if item_ids:
                 for ir in s.scalars(select(ItemRow).options(selectinload(ItemRow.completions))
                                     .where(ItemRow.id.in_(item_ids))):
                     items[ir.id] = _item(ir)
+                for f in s.scalars(select(FlagRow).where(FlagRow.item_id.in_(item_ids))):
+                    marks.setdefault((f.item_id, f.labeler_id), {})[f.completion_id] = f.unsafe
             labelers = {lr.id: _labeler(lr) for lr in s.scalars(select(LabelerRow))}
             return [
                 Ranking(
@@ -578,15 +769,17 @@ class FeedbackStore:
                     skipped=r.skipped,
                     flagged_unsafe=r.flagged_unsafe,
                     created=_aware(r.created),
+                    criterion=c,
+                    unsafe=dict(marks.get((r.item_id, r.labeler_id), {})),
                 )
-                for r in rows
+                for r, c in rows
             ]
 
     def ranking_counts(self, round: int | None = None) -> dict[int, int]:
-        """Non-skipped rankings per item id (0 for items nobody ranked yet)."""
+        """Labelers who ranked (did not skip) each item (0 for items nobody ranked yet)."""
         with self._read() as s:
             q = (
-                select(ItemRow.id, func.count(RankingRow.id))
+                select(ItemRow.id, func.count(RankingRow.labeler_id.distinct()))
                 .outerjoin(RankingRow, and_(RankingRow.item_id == ItemRow.id,
                                             RankingRow.skipped.is_(False)))
                 .group_by(ItemRow.id)
@@ -596,7 +789,8 @@ class FeedbackStore:
             return {int(i): int(n) for i, n in s.execute(q)}
 
     def counts(self) -> dict[str, int]:
-        """Totals for status lines: items, completions, labelers, rankings, skipped, flagged."""
+        """Totals for status lines and checks: items, completions, labelers, ranking rows
+        (one per criterion), skipped rows, item-level unsafe flags, per-completion flags."""
         with self._read() as s:
             def n(q: Any) -> int:
                 return int(s.scalar(q) or 0)
@@ -611,7 +805,85 @@ class FeedbackStore:
                              .where(RankingRow.skipped.is_(True))),
                 "flagged_unsafe": n(select(func.count()).select_from(RankingRow)
                                     .where(RankingRow.flagged_unsafe.is_(True))),
+                "flags": n(select(func.count()).select_from(FlagRow)),
+                "assignments": n(select(func.count()).select_from(AssignmentRow)),
             }
+
+
+def _completion_id(k: Any) -> int | None:
+    """A completion id from a JSON key: an int, or its canonical digit string ('7', not
+    '07' or ' 7', which would silently collide with '7')."""
+    if isinstance(k, bool):
+        return None
+    if isinstance(k, int):
+        return k
+    if isinstance(k, str) and k.isascii() and k.isdigit() and str(int(k)) == k:
+        return int(k)
+    return None
+
+
+def criterion_ranks(
+    item: Item,
+    ranks: Mapping[Any, Any] | None,
+    by_criterion: Mapping[str, Mapping[Any, Any]] | None,
+    skipped: bool = False,
+) -> dict[str, dict[int, int]]:
+    """One submission's ranks per criterion of ``item``, each checked by :func:`validate_ranks`.
+
+    ``ranks`` alone ranks a single-criterion item; an item with several criteria needs
+    ``by_criterion`` with each of them (errors name ``rankings.<criterion>``).
+    """
+    crit = item.criteria
+    if by_criterion is None:
+        if len(crit) > 1 and not skipped:
+            raise FeedbackError(f"rankings.{crit[0]}: this item is ranked for each of "
+                                f"{list(crit)} — send rankings={{criterion: ranks}} with all "
+                                "of them", field=f"rankings.{crit[0]}")
+        return {c: validate_ranks(ranks or {}, item.completion_ids, skipped) for c in crit}
+    if not isinstance(by_criterion, Mapping):
+        raise FeedbackError("rankings must be an object {criterion: {completion_id: rank}}",
+                            field="rankings")
+    if ranks:
+        raise FeedbackError("ranks: give either ranks (one criterion) or rankings (per "
+                            "criterion), not both", field="ranks")
+    unknown = [c for c in by_criterion if c not in crit]
+    if unknown:
+        raise FeedbackError(f"rankings.{unknown[0]}: '{unknown[0]}' is not a criterion of this "
+                            f"item — its criteria are {list(crit)}",
+                            field=f"rankings.{unknown[0]}")
+    out = {}
+    for c in crit:
+        if c not in by_criterion and not skipped:
+            raise FeedbackError(f"rankings.{c}: criterion '{c}' is missing — rank the "
+                                f"completions for each of {list(crit)}", field=f"rankings.{c}")
+        try:
+            out[c] = validate_ranks(by_criterion.get(c, {}), item.completion_ids, skipped)
+        except FeedbackError as e:
+            raise FeedbackError(f"rankings.{c}: {e}", field=f"rankings.{c}") from None
+    return out
+
+
+def validate_flags(unsafe: Mapping[Any, Any] | None, item: Item) -> dict[int, bool]:
+    """Per-completion safe/unsafe flags (True = unsafe) checked against ``item``."""
+    if unsafe is None:
+        return {}
+    if not isinstance(unsafe, Mapping):
+        raise FeedbackError("unsafe must be an object {completion_id: true/false}",
+                            field="unsafe")
+    ids = set(item.completion_ids)
+    out: dict[int, bool] = {}
+    for k, v in unsafe.items():
+        cid = _completion_id(k)
+        if cid is None or cid not in ids:
+            raise FeedbackError(f"unsafe.{k}: {k!r} is not a completion of item {item.id} — "
+                                f"flag only its completions {sorted(ids)}", field=f"unsafe.{k}")
+        if cid in out:
+            raise FeedbackError(f"unsafe.{k}: completion {cid} is flagged twice", field="unsafe")
+        if not isinstance(v, bool):
+            raise FeedbackError(f"unsafe.{k} = {v!r} must be true (unsafe) or false (safe)",
+                                field=f"unsafe.{k}")
+        out[cid] = v
+    return out
 
 
 def validate_ranks(
@@ -631,13 +903,14 @@ def validate_ranks(
         return {}
     out: dict[int, int] = {}
     for k, v in ranks.items():
-        try:
-            cid = int(k) if not isinstance(k, bool) else None
-        except (TypeError, ValueError):
-            cid = None
-        if cid is None or str(cid) != str(k).strip():
+        cid = _completion_id(k)
+        if cid is None:
             raise FeedbackError(f"ranks: key {k!r} is not a completion id — use the item's "
-                                "completion ids as keys", field="ranks")
+                                "completion ids as keys, written plainly ('12', not '012')",
+                                field="ranks")
+        if cid in out:
+            raise FeedbackError(f"ranks: completion {cid} is ranked twice — give each "
+                                "completion one rank", field="ranks")
         out[cid] = v
     expected = set(completion_ids)
     k_total = len(expected)

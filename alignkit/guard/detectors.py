@@ -11,24 +11,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass
-class Alarm:
-    """One detector firing at one step, with its evidence."""
-
-    detector: str
-    step: int
-    message: str
-    evidence: dict[str, float | int | str | bool | None | list]
-    samples: list[str] = field(default_factory=list)
-    action: str = "log"  # what the guard did about it; filled in by Guard
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from alignkit.artifacts import Alarm
 
 
 def _change(steps: Sequence[float], values: Sequence[float]) -> float:

@@ -10,9 +10,6 @@ so successive evaluations differ by the policy, not by the prompts.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from alignkit import checkpoints
+from alignkit.artifacts import GuardReport
 from alignkit.guard import detectors as D
 from alignkit.guard.config import GuardConfig
 
 if TYPE_CHECKING:
+    from alignkit.rl.collect import RolloutCollector
     from alignkit.rl.ppo import PPOTrainer
 
 # (prompts, texts) -> [members, samples] rewards of an RM ensemble
@@ -44,39 +44,32 @@ class HeldoutResult:
 
 
 class HeldoutEval:
-    """Samples the trainer's policy on fixed prompts with a fixed seed; returns proxy, gold,
+    """Samples the policy on fixed prompts with a fixed seed; returns proxy, gold,
     KL(π‖π_ref) and lengths. Common random numbers across evaluations make a change in
-    gold a change of the policy, not of the draw."""
+    gold a change of the policy, not of the draw. ``source`` is a ``PPOTrainer`` or its
+    ``RolloutCollector`` (policy, tokenizer, scorer, gold, sampling config)."""
 
-    def __init__(self, trainer: PPOTrainer, prompts: list[str], seed: int = 4242) -> None:
+    def __init__(self, source: PPOTrainer | RolloutCollector, prompts: list[str],
+                 seed: int = 4242) -> None:
         if not prompts:
             raise ValueError("guard.heldout_prompts: no held-out prompts — set it to 0 to use "
                              "rollout stats, or give prompts")
-        self.trainer, self.prompts, self.seed = trainer, list(prompts), seed
+        self.collector = getattr(source, "collector", source)
+        self.prompts, self.seed = list(prompts), seed
 
     @torch.no_grad()
     def __call__(self) -> HeldoutResult:
-        from alignkit.generation import encode_prompts, sample
-        from alignkit.rl import math as M
-        from alignkit.rl.rollout import response_forward
+        from alignkit.rl.collect import sample_with_reference
 
-        t = self.trainer
-        g = t.gen_cfg
-        q, qm = encode_prompts(t.tok, self.prompts, t.chat_template)
-        rng = torch.Generator().manual_seed(self.seed)
-        with t.policy.merged():
-            gen = sample(t.policy, q, qm, g.max_new_tokens, t.stop_ids, t.tok.pad_token_id,
-                         g.temperature, g.top_p, rng)
-        with t.policy.reference():
-            ref, _, _ = response_forward(t.policy, q, qm, gen.response_ids, gen.response_mask,
-                                         g.temperature, reference=True, with_values=False)
-        mask = gen.response_mask
-        kl = (M.kl_per_token(gen.logprobs, ref * mask, t.cfg.kl_estimator) * mask).sum(1)
-        texts = gen.texts(t.tok)
-        proxy = t.scorer(self.prompts, texts, gen).float()
-        gold = None if t.gold is None else float(np.mean(t.gold(texts)))
-        lengths = mask.sum(1)
-        return HeldoutResult(float(proxy.mean()), gold, float(kl.mean()),
+        c = self.collector
+        # always the native sampler: a vLLM engine is only for PPO's rollouts
+        s = sample_with_reference(c.policy, c.tok, self.prompts, c.gen_cfg, c.stop_ids,
+                                  c.cfg.kl_estimator, self.seed, c.chat_template)
+        texts = s.gen.texts(c.tok)
+        proxy = c.scorer(self.prompts, texts, s.gen).float()
+        gold = None if c.gold is None else float(np.mean(c.gold(texts)))
+        lengths = s.gen.response_mask.sum(1)
+        return HeldoutResult(float(proxy.mean()), gold, float(s.kl.sum(1).mean()),
                              float(lengths.mean()), self.prompts, texts, proxy.tolist(),
                              lengths.tolist())
 
@@ -229,8 +222,8 @@ class Guard:
             alarm.action = "stop"
             return (f"guard: kl_budget at step {alarm.step}: {alarm.message}, β already at "
                     f"max_beta {self.cfg.max_beta}")
-        ctl.value = min(self.cfg.max_beta, old * self.cfg.raise_beta_factor if old > 0
-                        else self.cfg.raise_beta_min)
+        ctl.set(min(self.cfg.max_beta, old * self.cfg.raise_beta_factor if old > 0
+                    else self.cfg.raise_beta_min))
         alarm.action = f"raise_beta {old:.4g} → {ctl.value:.4g}"
         alarm.evidence.update(beta_before=old, beta_after=float(ctl.value))
         return None
@@ -238,7 +231,7 @@ class Guard:
     # --- best checkpoint and rollback ------
     @property
     def best_dir(self) -> Path | None:
-        return self.trainer.ckpt_dir / "best" if self.trainer is not None else None
+        return self.trainer.ckpt_dir / checkpoints.BEST if self.trainer is not None else None
 
     def _track_best(self, rec: dict) -> None:
         """Keep the adapters of the best evaluation by gold in ``checkpoints/best``.
@@ -252,25 +245,17 @@ class Guard:
         if self.best is not None and gold <= self.best["gold"]:
             return
         target = self.best_dir
-        tmp = target.with_name(".best.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save({"weights": self.trainer.policy.adapter_state(), "step": rec["step"],
-                    "gold": gold}, tmp / "state.pt")
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        checkpoints.save_weights(target, self.trainer.policy.adapter_state(), step=rec["step"],
+                                 gold=gold)
         self.best = {"step": rec["step"], "gold": float(gold), "path": str(target)}
 
     def _rollback(self, alarm: D.Alarm) -> str:
         if self.best is None or self.trainer is None:
             alarm.action = "stop (no gold-scored checkpoint to roll back to)"
             return f"guard: {alarm.detector} at step {alarm.step}: {alarm.message}"
-        state = torch.load(Path(self.best["path"]) / "state.pt", weights_only=False,
-                           map_location="cpu")
-        result = self.trainer.policy.load_state_dict(state["weights"], strict=False)
-        if result.unexpected_keys:
-            raise RuntimeError(f"guard: best checkpoint does not match the policy: "
-                               f"{result.unexpected_keys[:3]}")
+        state = checkpoints.load_weights_file(Path(self.best["path"]))
+        checkpoints.load_weights(self.trainer.policy, state["weights"],
+                                 "guard: best checkpoint")
         self.rollbacks += 1
         alarm.action = f"rollback to step {self.best['step']} (gold {self.best['gold']:.3f})"
         alarm.evidence.update(rolled_back_to=self.best["step"], best_gold=self.best["gold"])
@@ -291,24 +276,25 @@ class Guard:
             "config": self.cfg.model_dump(),
         }
 
+    def record(self) -> GuardReport:
+        """The typed guard.json (``report()`` is the same as a plain dict)."""
+        return GuardReport.from_json(self.report())
+
     def _save_state(self) -> None:
-        if self.state_path is None:
-            return
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(self.report(), indent=2, default=float))
-        os.replace(tmp, self.state_path)
+        if self.state_path is not None:
+            self.record().write(self.state_path)
 
     def load_state(self) -> bool:
         """Resume: reload alarms, evaluations and the best checkpoint from ``state_path``."""
-        if self.state_path is None or not self.state_path.exists():
+        rep = GuardReport.read(self.state_path) if self.state_path is not None else None
+        if rep is None:
             return False
-        data = json.loads(self.state_path.read_text())
-        self.alarms = [D.Alarm(**a) for a in data.get("alarms", [])]
-        self.evaluations = data.get("evaluations", [])
+        self.alarms = rep.alarms
+        self.evaluations = [e.to_json() for e in rep.evaluations]
         if self.trainer is not None:  # the trainer resumed at its checkpoint: drop later ones
             self.evaluations = [r for r in self.evaluations if r["step"] <= self.trainer.step]
             self.alarms = [a for a in self.alarms if a.step <= self.trainer.step]
-        self.best = data.get("best")
+        self.best = rep.best.to_json() if rep.best is not None else None
         if self.best is not None and not Path(self.best["path"]).exists():
             self.best = None
         return True

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from alignkit.config import ModelConfig
-from alignkit.distributed.device import module_device, pick_device, precision
+from alignkit.models.device import module_device, pick_device, precision
 
 
 class Policy(nn.Module):

@@ -51,3 +51,31 @@ def calibration_bins(r_chosen: Tensor, r_rejected: Tensor, bins: int = 10
         ece += n / probs.numel() * abs(conf - acc)
         table.append({"p_mean": conf, "acc": acc, "n": n})
     return ece, table
+
+
+def cost_model_loss(c_worse: Tensor, c_better: Tensor, unsafe_worse: Tensor | None = None,
+                    unsafe_better: Tensor | None = None) -> Tensor:
+    """Safe RLHF's cost-model objective (Dai et al. 2023), averaged over pairs:
+
+        −log σ(c_w − c_b) − log σ(s_w·c_w) − log σ(s_b·c_b),   s = +1 unsafe, −1 safe.
+
+    The first term is Bradley–Terry on the harmlessness ranking (the *more harmful* reply w
+    costs more); the other two are a classification term on the labelers' safe/unsafe flags
+    that anchors the scale, so that cost > 0 means unsafe. A flag that is NaN (nobody said)
+    drops its term for that reply."""
+    loss = -F.logsigmoid(c_worse - c_better)
+    for cost, unsafe in ((c_worse, unsafe_worse), (c_better, unsafe_better)):
+        if unsafe is None:
+            continue
+        known = ~torch.isnan(unsafe)
+        sign = torch.where(unsafe > 0.5, 1.0, -1.0).to(cost.dtype)
+        loss = loss - torch.where(known, F.logsigmoid(sign * cost), torch.zeros_like(cost))
+    return loss.mean()
+
+
+def safety_accuracy(costs: Tensor, unsafe: Tensor) -> float:
+    """Share of flagged replies whose cost sign matches the flag (cost > 0 ⇔ unsafe)."""
+    known = ~torch.isnan(unsafe)
+    if not bool(known.any()):
+        return float("nan")
+    return int(((costs[known] > 0) == (unsafe[known] > 0.5)).sum()) / int(known.sum())

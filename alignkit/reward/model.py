@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from alignkit.distributed.device import module_device, pick_device, precision
+from alignkit.models.device import module_device, pick_device, precision
 from alignkit.models.loading import SMOLLM2, TINY, load_causal_lm, load_tokenizer
 from alignkit.reward import hf_format
 

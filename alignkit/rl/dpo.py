@@ -15,7 +15,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from alignkit.config import DPOConfig
-from alignkit.feedback.pairs import Pair
+from alignkit.data.types import Pair
 from alignkit.models.policy import Policy
 from alignkit.rl.math import dpo_loss
 from alignkit.rl.rollout import response_forward

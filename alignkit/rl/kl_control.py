@@ -12,6 +12,10 @@ class FixedKL:
     def update(self, current_kl: float, n_samples: int) -> None:
         """A fixed β ignores the observed KL."""
 
+    def set(self, value: float) -> None:
+        """β from outside the loop (the guard's raise_beta, a learner told by the driver)."""
+        self.value = float(value)
+
     def state_dict(self) -> dict:
         return {"value": self.value}
 

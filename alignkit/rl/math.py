@@ -169,3 +169,21 @@ def dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor,
     """
     h = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
     return -torch.nn.functional.logsigmoid(h).mean(), h
+
+
+def lagrangian_score(reward: Tensor, cost: Tensor, lam: float | Tensor) -> Tensor:
+    """Safe RLHF's per-sample score (Dai et al. 2023): (R − λ·C) / (1 + λ).
+
+    Dividing by 1 + λ keeps the score on the reward's scale however large λ grows, so
+    PPO's step size and the KL penalty's weight mean the same all run long."""
+    return (reward - lam * cost) / (1.0 + lam)
+
+
+def lagrange_multiplier_step(lam: float, mean_cost: float, cost_limit: float, lr: float
+                             ) -> float:
+    """Projected dual ascent on the Lagrangian's multiplier: λ ← max(0, λ + η·(J_C − d)).
+
+    The constraint is E[C] ≤ d: λ grows while the batch's mean cost J_C is above the limit d
+    and shrinks towards 0 once the policy is safe, so harmlessness costs reward only while
+    it is needed."""
+    return max(0.0, lam + lr * (mean_cost - cost_limit))

@@ -1,16 +1,20 @@
 """The PPO loop (and its critic-free variants RLOO and GRPO) over LoRA adapters.
 
-Per iteration: sample with LoRA merged → reference log-probs with adapters off → score
-→ per-token KL shaping → advantages → ``epochs`` passes of clipped updates over
-minibatches. Every formula lives in ``rl.math``; this file only orders the calls,
-logs TRL-named metrics and checkpoints.
+A step is three parts, each a method the Ray learner calls too:
+
+1. ``rollout(step)`` — sample with LoRA merged → reference log-probs with adapters off →
+   score → per-token KL shaping → advantages (``rl.collect.RolloutCollector``);
+2. ``update(roll, step)`` — ``epochs`` passes of clipped updates over minibatches;
+3. ``finish_step(...)`` — β update, step count, TRL-named metrics to metrics.jsonl.
+
+Every formula lives in ``rl.math``; this file only orders the calls, logs and checkpoints
+(``alignkit.checkpoints``).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -22,23 +26,26 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from alignkit import artifacts as A
+from alignkit import checkpoints
 from alignkit.config import GenerateConfig, PPOConfig
-from alignkit.distributed.data_parallel import (
+from alignkit.models.policy import Policy
+from alignkit.rl import math as M
+from alignkit.rl.collect import GoldFn, RolloutBatch, RolloutCollector
+from alignkit.rl.data_parallel import (
     DataParallel,
     average_gradients,
     average_stats,
     rank_slice,
 )
-from alignkit.generation import encode_prompts, sample
-from alignkit.models.policy import Policy
-from alignkit.rl import math as M
 from alignkit.rl.kl_control import FixedKL, make_kl_controller
 from alignkit.rl.rollout import Rollout, Scorer, response_forward
-
-GoldFn = Callable[[list[str]], np.ndarray]
+from alignkit.rundir import RunDir
 
 if TYPE_CHECKING:
     from alignkit.generation_vllm import VLLMSampler
+
+__all__ = ["GoldFn", "PPOTrainer", "StopRequest"]
 
 
 @dataclass
@@ -67,6 +74,8 @@ class StopRequest:
 
 
 class PPOTrainer:
+    """PPO (or RLOO/GRPO) over the policy's LoRA adapters, one step at a time."""
+
     def __init__(self, policy: Policy, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
                  scorer: Scorer, cfg: PPOConfig, gen: GenerateConfig, out_dir: Path,
                  stop_ids: list[int], chat_template: bool = False,
@@ -75,14 +84,13 @@ class PPOTrainer:
             raise ValueError("ppo: no training prompts — check data.prompts")
         if cfg.algorithm != "ppo" and cfg.samples_per_prompt < 2:
             raise ValueError(f"ppo.samples_per_prompt must be >= 2 for {cfg.algorithm}")
-        self.policy, self.tok, self.prompts = policy, tokenizer, prompts
-        self.scorer, self.cfg, self.gen_cfg, self.gold = scorer, cfg, gen, gold
-        self.stop_ids, self.chat_template = stop_ids, chat_template
-        self.sampler = sampler  # None = alignkit's own sampler (generate.engine native)
-        self.out_dir = Path(out_dir)
-        self.ckpt_dir = self.out_dir / "checkpoints"
-        self.metrics_path = self.out_dir / "metrics.jsonl"
-        self.samples_path = self.out_dir / "samples.jsonl"
+        self.policy, self.tok, self.prompts, self.cfg, self.gen_cfg = (policy, tokenizer,
+                                                                       prompts, cfg, gen)
+        self.collector = RolloutCollector(policy, tokenizer, scorer, cfg, gen, stop_ids,
+                                          chat_template, gold, sampler)
+        run = RunDir(out_dir)
+        self.out_dir, self.ckpt_dir = run.path, run.checkpoints
+        self.metrics_path, self.samples_path = run.metrics, run.samples
         params = policy.trainable_parameters()
         # fused: one pass per tensor instead of ~8 temporaries (9x faster step on CPU).
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5, fused=True)
@@ -92,82 +100,39 @@ class PPOTrainer:
         # Set by a data-parallel learner: this rank updates on its slice of each minibatch
         # and gradients are averaged over the ranks before every optimizer step.
         self.data_parallel: DataParallel | None = None
+        self._clock: tuple[float, int] | None = None  # (start, episode) of this process
 
-    # --- rollout ------------------------------------------------------------------------
-    def _batch_prompts(self, step: int) -> list[str]:
+    # The collector's pieces, read by the guard's held-out evaluation and benchmarks.
+    scorer = property(lambda self: self.collector.scorer)
+    gold = property(lambda self: self.collector.gold)
+    stop_ids = property(lambda self: self.collector.stop_ids)
+    chat_template = property(lambda self: self.collector.chat_template)
+
+    @property
+    def sampler(self) -> VLLMSampler | None:
+        return self.collector.sampler
+
+    @sampler.setter
+    def sampler(self, value: VLLMSampler | None) -> None:
+        self.collector.sampler = value
+
+    # --- 1. rollout -----------------------------------------------------------------------
+    def batch_prompts(self, step: int) -> list[str]:
         """Prompts of iteration ``step``: a deterministic function of (seed, step) so a
         resumed run samples exactly what the uninterrupted run would have."""
         rng = random.Random(self.cfg.seed * 1_000_003 + step)
         chosen = rng.sample(self.prompts, min(self.cfg.prompts_per_step, len(self.prompts)))
         return [p for p in chosen for _ in range(self.cfg.samples_per_prompt)]
 
-    @torch.no_grad()
     def rollout(self, step: int) -> tuple[Rollout, list[str], list[str], dict]:
-        cfg, g = self.cfg, self.gen_cfg
-        prompts = self._batch_prompts(step)
-        q, qm = encode_prompts(self.tok, prompts, self.chat_template)
-        gen_rng = torch.Generator().manual_seed(cfg.seed * 7919 + step)
-        t0 = time.perf_counter()
-        if self.sampler is not None:  # vLLM picks tokens; log-probs/values are the policy's
-            self.sampler.sync(self.policy, self.step)
-            gen = self.sampler.sample(self.policy, q, qm, g.max_new_tokens, self.stop_ids,
-                                      self.tok.pad_token_id, g.temperature, g.top_p,
-                                      seed=cfg.seed * 7919 + step)
-        else:
-            with self.policy.merged():
-                gen = sample(self.policy, q, qm, g.max_new_tokens, self.stop_ids,
-                             self.tok.pad_token_id, g.temperature, g.top_p, gen_rng)
-        t1 = time.perf_counter()
-        mask = gen.response_mask
-        with self.policy.reference():
-            ref_logp, _, _ = response_forward(self.policy, q, qm, gen.response_ids, mask,
-                                              g.temperature, reference=True, with_values=False)
-        ref_logp = ref_logp * mask
-        t2 = time.perf_counter()
-        texts = gen.texts(self.tok)
-        scores = self.scorer(prompts, texts, gen).float().to(mask.device)
-        raw_scores = scores.clone()
-        if cfg.missing_eos_penalty is not None:
-            scores = scores - cfg.missing_eos_penalty * (~gen.ended).float()
-        if cfg.score_clip is not None:
-            scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-        t3 = time.perf_counter()
+        """Part 1: the step's batch, sampled with the current weights and β."""
+        b = self.collector.collect(self.batch_prompts(step), step, self.kl_ctl.value,
+                                   self.step)
+        return b.roll, b.prompts, b.texts, b.stats
 
-        kl = M.kl_per_token(gen.logprobs, ref_logp, cfg.kl_estimator) * mask
-        beta = self.kl_ctl.value if cfg.kl_in_reward else 0.0
-        if cfg.algorithm == "ppo":
-            rewards = M.shape_rewards(scores, kl, mask, beta)
-            adv, returns = M.gae(rewards, gen.values, mask, cfg.gamma, cfg.lam)
-        else:
-            seq_reward = (scores - beta * kl.sum(1)).view(-1, cfg.samples_per_prompt)
-            seq_adv = (M.rloo_advantages(seq_reward) if cfg.algorithm == "rloo"
-                       else M.grpo_advantages(seq_reward)).view(-1)
-            adv = seq_adv[:, None] * mask
-            returns = torch.zeros_like(adv)
-        if cfg.whiten_advantages:
-            adv = M.masked_whiten(adv, mask)
-        roll = Rollout(gen.query_ids, gen.query_mask, gen.response_ids, mask, gen.logprobs,
-                       ref_logp, gen.values,
-                       scores, kl, adv, returns)
-        kl_sum = kl.sum(1)
-        stats = {
-            "objective/kl": kl_sum.mean().item(),
-            "objective/entropy": (-gen.logprobs * mask).sum(1).mean().item(),
-            "objective/non_score_reward": (-self.kl_ctl.value * kl_sum).mean().item(),
-            "objective/rlhf_reward": (scores - self.kl_ctl.value * kl_sum).mean().item(),
-            "objective/scores": raw_scores.mean().item(),
-            "val/num_eos_tokens": int(gen.ended.sum()),
-            "response/length": mask.sum(1).mean().item(),
-            "time/generation": t1 - t0,
-            "time/reference": t2 - t1,
-            "time/scoring": t3 - t2,
-        }
-        if self.gold is not None:
-            stats["objective/gold"] = float(np.mean(self.gold(texts)))
-        return roll, prompts, texts, stats
-
-    # --- update -------------------------------------------------------------------------
+    # --- 2. update -----------------------------------------------------------------------
     def update(self, roll: Rollout, step: int) -> dict:
+        """Part 2: clipped policy (and value) updates over minibatches of ``roll``."""
         cfg = self.cfg
         B = roll.query_ids.size(0)
         mb = max(1, B // cfg.minibatches)
@@ -219,28 +184,48 @@ class PPOTrainer:
         stats = {k: float(np.mean(v)) for k, v in logs.items() if v}
         return stats if dp is None else average_stats(stats, dp, roll.response_mask.device)
 
-    # --- loop ---------------------------------------------------------------------------
+    # --- 3. finish the step ----------------------------------------------------------------
+    def finish_step(self, batch: RolloutBatch, stats: A.MetricsRow, seconds_rollout: float,
+                    seconds_update: float, log: bool = True) -> A.MetricsRow:
+        """Part 3: β from the step's KL, the step count, and the step's metrics row (appended
+        to metrics.jsonl with 4 samples to samples.jsonl unless ``log`` is False)."""
+        n = batch.roll.query_ids.size(0)
+        self.kl_ctl.update(stats[A.KL], n)
+        self.step += 1
+        now = time.perf_counter()
+        episode = self.step * n
+        if self._clock is None:  # this process's first step: eps counts from its start
+            self._clock = (now - seconds_rollout - seconds_update, episode - n)
+        start, start_episode = self._clock
+        stats.update({A.STEP: self.step, A.KL_COEF: self.kl_ctl.value, A.EPISODE: episode,
+                      A.LR: self.optimizer.param_groups[0]["lr"],
+                      A.EPS: (episode - start_episode) / max(now - start, 1e-9),
+                      A.TIME_ROLLOUT: seconds_rollout, A.TIME_UPDATE: seconds_update,
+                      A.TIME_STEP: seconds_rollout + seconds_update})
+        if log:
+            self._log(stats, batch)
+        return stats
+
+    def set_kl_coef(self, value: float) -> None:
+        """β from outside the loop: the guard raised it, or the driver told a learner."""
+        self.kl_ctl.set(value)
+
+    # --- the loop -------------------------------------------------------------------------
     def train(self, steps: int | None = None, on_step: Callable[[dict], None] | None = None,
               guard: Callable[[dict, list[str], list[str]], str | None] | None = None) -> str:
         """Run until ``steps`` iterations are complete; returns why it stopped."""
         total = self.cfg.steps if steps is None else steps
-        reason = "steps done"
         with StopRequest() as stop:
             while self.step < total:
                 t0 = time.perf_counter()
-                roll, prompts, texts, stats = self.rollout(self.step)
+                batch = self.collector.collect(self.batch_prompts(self.step), self.step,
+                                               self.kl_ctl.value, self.step)
                 t1 = time.perf_counter()
-                stats.update(self.update(roll, self.step))
-                self.kl_ctl.update(stats["objective/kl"], roll.query_ids.size(0))
-                self.step += 1
-                stats.update({"step": self.step, "kl_coef": self.kl_ctl.value,
-                              "episodes": self.step * roll.query_ids.size(0),
-                              "time/rollout": t1 - t0, "time/update": time.perf_counter() - t1,
-                              "time/step": time.perf_counter() - t0})
-                self._log(stats, prompts, texts, roll)
+                stats = {**batch.stats, **self.update(batch.roll, self.step)}
+                stats = self.finish_step(batch, stats, t1 - t0, time.perf_counter() - t1)
                 if on_step:
                     on_step(stats)
-                verdict = guard(stats, prompts, texts) if guard else None
+                verdict = guard(stats, batch.prompts, batch.texts) if guard else None
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == total or verdict \
                         or stop.requested:
                     self.save_checkpoint()
@@ -248,60 +233,47 @@ class PPOTrainer:
                     return verdict
                 if stop.requested:
                     return "interrupted"
-        return reason
+        return "steps done"
 
-    def _log(self, stats: dict, prompts: list[str], texts: list[str], roll: Rollout) -> None:
+    def _log(self, stats: A.MetricsRow, batch: RolloutBatch) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(stats) + "\n")
         with open(self.samples_path, "a") as f:
-            for p, t, s in list(zip(prompts, texts, roll.scores.tolist(), strict=True))[:4]:
+            rows = zip(batch.prompts, batch.texts, batch.roll.scores.tolist(), strict=True)
+            for p, t, s in list(rows)[:4]:
                 f.write(json.dumps({"step": self.step, "prompt": p, "response": t,
                                     "score": s}) + "\n")
 
     # --- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write step_N atomically, then point ``latest`` at it; keep the last two."""
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        final = self.ckpt_dir / f"step_{self.step:05d}"
-        tmp = self.ckpt_dir / f".tmp_step_{self.step:05d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        torch.save({"weights": self.policy.adapter_state(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "kl_ctl": self.kl_ctl.state_dict(), "step": self.step,
-                    "metrics_lines": _count_lines(self.metrics_path),
-                    "samples_lines": _count_lines(self.samples_path)}, tmp / "state.pt")
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        latest_tmp = self.ckpt_dir / "latest.tmp"
-        latest_tmp.write_text(final.name)
-        latest_tmp.replace(self.ckpt_dir / "latest")
-        for old in sorted(self.ckpt_dir.glob("step_*"))[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        """step_N (weights, optimizer, β, log lengths), then ``latest``; keeps the last two."""
+        return checkpoints.save(self.ckpt_dir, checkpoints.TrainState(
+            self.policy.adapter_state(), self.step, self.optimizer.state_dict(),
+            self.kl_ctl.state_dict(), _count_lines(self.metrics_path),
+            _count_lines(self.samples_path)))
 
-    def load_checkpoint(self, path: Path | None = None, keep_logs: bool = False) -> bool:
-        """Restore the latest checkpoint (if any); logs are cut back to match it unless
-        ``keep_logs`` (loading a finished run's weights, not resuming it)."""
+    def load_checkpoint(self, path: Path | None = None, keep_logs: bool = False,
+                        log: Callable[[str], None] | None = print) -> bool:
+        """Restore ``path`` or the latest checkpoint that reads back (a corrupted newest one
+        falls back to the one before, told through ``log``); logs are cut back to match it
+        unless ``keep_logs`` (loading a finished run's weights, not resuming it)."""
         if path is None:
-            pointer = self.ckpt_dir / "latest"
-            if not pointer.exists():
+            found = checkpoints.load_latest(self.ckpt_dir, log)
+            if found is None:
                 return False
-            path = self.ckpt_dir / pointer.read_text().strip()
-        # map to CPU: a checkpoint written on a GPU resumes on a laptop; load_state_dict
-        # copies into the policy's device, the optimizer moves its state to its params'.
-        state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")
-        missing = self.policy.load_state_dict(state["weights"], strict=False)
-        if missing.unexpected_keys:
-            raise RuntimeError(f"checkpoint {path} does not match the policy: "
-                               f"{missing.unexpected_keys[:3]}")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.kl_ctl.load_state_dict(state["kl_ctl"])
-        self.step = state["step"]
+            path, state = found
+        else:
+            state = checkpoints.load_state(path)
+        # load_state_dict copies into the policy's device; the optimizer moves its state to
+        # its params'.
+        checkpoints.load_weights(self.policy, state.weights, f"checkpoint {path}")
+        self.optimizer.load_state_dict(state.optimizer)
+        self.kl_ctl.load_state_dict(state.kl_ctl)
+        self.step = state.step
         if not keep_logs:
-            _truncate_lines(self.metrics_path, state["metrics_lines"])
-            _truncate_lines(self.samples_path, state["samples_lines"])
+            _truncate_lines(self.metrics_path, state.metrics_lines)
+            _truncate_lines(self.samples_path, state.samples_lines)
         return True
 
 

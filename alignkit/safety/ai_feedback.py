@@ -9,7 +9,7 @@ content; swapping cancels that position bias), and the probabilities are average
 Optional chain-of-thought first generates reasoning; its probabilities are clamped to
 [0.4, 0.6] because a CoT answer is over-confident (Bai et al. §4.1).
 
-The result is soft-label pairs (margin = |p − 0.5|·2, source 'ai'), and
+The result is soft-label pairs (vote_strength = |p − 0.5|·2, source 'ai'), and
 :func:`ai_feedback` ranks the items of a FeedbackStore as a labeler of kind 'ai', so
 the same ``rankings_to_pairs`` export and agreement metrics apply.
 """
@@ -25,8 +25,8 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from alignkit.distributed.device import module_device, precision
-from alignkit.feedback.pairs import Pair
+from alignkit.data.types import Pair
+from alignkit.models.device import module_device, precision
 from alignkit.safety.constitution import Constitution, Principle
 
 OPTIONS = (" A", " B")
@@ -150,7 +150,7 @@ class LogProbLabeler:
 
     def label_pairs(self, prompts: Sequence[str], first: Sequence[str],
                     second: Sequence[str]) -> list[Pair]:
-        """Soft-label pairs: the preferred side is chosen, margin = |p − 0.5|·2, source 'ai'.
+        """Soft-label pairs: the preferred side is chosen, vote_strength = |p − 0.5|·2, source 'ai'.
 
         A pair at exactly p = 0.5 carries no preference and is dropped.
         """
@@ -166,7 +166,7 @@ def soft_pairs(prompts: Sequence[str], first: Sequence[str], second: Sequence[st
             continue
         chosen, rejected = (a, b) if p > 0.5 else (b, a)
         out.append(Pair(prompt=q, chosen=chosen, rejected=rejected,
-                        margin=float(abs(p - 0.5) * 2.0), source="ai", labelers=1))
+                        vote_strength=float(abs(p - 0.5) * 2.0), source="ai", labelers=1))
     return out
 
 
@@ -183,7 +183,7 @@ def gold_agreement(pairs: Sequence[Pair], goodness: Goodness) -> dict[str, float
     if not keep.any():
         return {"agreement": math.nan, "weighted": math.nan, "pairs": 0}
     agree = (diff[keep] > 0).astype(np.float64)
-    w = np.asarray([p.margin for p in pairs])[keep]
+    w = np.asarray([p.vote_strength for p in pairs])[keep]
     weighted = float((agree * w).sum() / w.sum()) if w.sum() > 0 else math.nan
     return {"agreement": float(agree.mean()), "weighted": weighted, "pairs": int(keep.sum())}
 

@@ -60,7 +60,7 @@ def constitution_revise(
     threads: int = typer.Option(2, help="torch threads (= cores)."),
 ) -> None:
     """Answer red-team prompts, critique under random principles, revise (SL-CAI)."""
-    from alignkit.feedback.pairs import write_pairs_jsonl
+    from alignkit.data.types import write_pairs_jsonl
     from alignkit.jsonl import write_jsonl
     from alignkit.safety.constitution import (
         LMGenerator,
@@ -203,7 +203,7 @@ def redteam_filter(
     report: Path | None = typer.Option(None, help="JSON report (default: OUT + .report.json)."),
 ) -> None:
     """Drop or flag completions / pairs whose chosen side a judge flags, with reasons."""
-    from alignkit.feedback.pairs import read_pairs_jsonl, write_pairs_jsonl
+    from alignkit.data.types import read_pairs_jsonl, write_pairs_jsonl
     from alignkit.jsonl import write_jsonl
     from alignkit.safety.judges import get_judge
     from alignkit.safety.redteam import filter_completions, filter_pairs

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from alignkit.distributed.device import module_device
-from alignkit.feedback.pairs import Pair
+from alignkit.data.types import Pair
+from alignkit.models.device import module_device
 
 DEFAULT_CONSTITUTION = Path(__file__).resolve().parents[2] / "constitutions" / "default.yaml"
 
@@ -252,7 +252,7 @@ def sft_records(revisions: Sequence[Revision]) -> list[dict[str, str]]:
 
 def revision_pairs(revisions: Sequence[Revision]) -> list[Pair]:
     """Preference pairs: the final revision is preferred over the original (source 'ai')."""
-    return [Pair(prompt=r.prompt, chosen=r.final, rejected=r.original, margin=1.0,
+    return [Pair(prompt=r.prompt, chosen=r.final, rejected=r.original, vote_strength=1.0,
                  source="ai", labelers=1) for r in revisions if r.changed]
 
 

@@ -23,13 +23,13 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from alignkit.data.types import Pair
 from alignkit.evaluate.metrics import paired_diff_ci
-from alignkit.feedback.pairs import Pair
 from alignkit.safety.attacks import GENERATED, Attack
 from alignkit.safety.judges import Judge
 
@@ -227,7 +227,7 @@ def success_table(results: Sequence[AttackResult]) -> list[dict]:
 
 def most_harmful(results: Sequence[AttackResult], judge: str, top: int = 5) -> list[dict]:
     """The ``top`` most harmful responses, masked and truncated (safe to show in a report)."""
-    from alignkit.evaluate.report import mask_texts
+    from alignkit.safety.masking import mask_texts
 
     worst = sorted(results, key=lambda r: -r.harm[judge])[:top]
     texts = mask_texts([t for r in worst for t in (r.attack.text, r.response)])
@@ -294,7 +294,7 @@ class FilterReport:
 
 
 def _masked(texts: list[str]) -> list[str]:
-    from alignkit.evaluate.report import mask_texts
+    from alignkit.safety.masking import mask_texts
 
     return [t if len(t) <= SHOW_CHARS else t[:SHOW_CHARS] + "…" for t in mask_texts(texts)]
 
@@ -360,20 +360,20 @@ def results_to_records(results: Sequence[AttackResult], model: str) -> list[dict
              "success": r.success} for r in results]
 
 
-def with_set(attacks: Sequence[Attack], name: str) -> list[Attack]:
-    return [replace(a, set=name) for a in attacks]
-
-
 # -- models and the whole run -------------------------------------------------------------
 
 CONTINUATION_SETS = ("rtp", "rtp-heldout")  # text to continue, not a request to answer
 
 
 def is_run_dir(path: str | Path) -> bool:
-    p = Path(path)
-    return (p / "config.yaml").is_file() and (
-        (p / "policy" / "adapter_config.json").is_file()
-        or (p / "checkpoints" / "latest").is_file())
+    from alignkit import checkpoints
+    from alignkit.rundir import RunDir
+
+    if not Path(path).is_dir():
+        return False
+    run = RunDir(path)
+    return run.config.is_file() and ((run.policy / "adapter_config.json").is_file()
+                                     or checkpoints.latest_path(run.checkpoints) is not None)
 
 
 def load_target(spec: str, dtype: str = "float32"):
@@ -385,31 +385,33 @@ def load_target(spec: str, dtype: str = "float32"):
     """
     from alignkit.models.loading import load_causal_lm, load_tokenizer
 
-    if not is_run_dir(spec):
+    if not is_run_dir(spec):  # a model name or folder: loaded as it is
         if Path(spec).is_dir() and (Path(spec) / "config.yaml").is_file():
             raise ValueError(f"--model '{spec}' is a run directory without policy/ or "
                              "checkpoints/latest — finish its ppo stage first")
         tok = load_tokenizer(spec)
         return load_causal_lm(spec, tok, dtype), tok, spec
-    import torch
-
+    from alignkit import checkpoints
     from alignkit.config import load_config
-    from alignkit.models.policy import Policy
+    from alignkit.models.build import build_base, build_policy
+    from alignkit.rundir import RunDir
 
-    run = Path(spec)
-    cfg = load_config(run / "config.yaml")
+    run = RunDir(spec)
+    cfg = load_config(run.config)
     m = cfg.model
-    tok = load_tokenizer(m.name)
-    base = load_causal_lm(m.name, tok, m.dtype, m.tiny_layers, m.tiny_hidden, cfg.seed)
-    if (run / "policy" / "adapter_config.json").is_file():
+    if (run.policy / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(base, run / "policy").merge_and_unload()
+        tok = load_tokenizer(m.name)
+        base = build_base(m, tok, cfg.seed)
+        model = PeftModel.from_pretrained(base, run.policy).merge_and_unload()
     else:
-        policy = Policy(base, m)
-        ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
-        state = torch.load(ckpt / "state.pt", weights_only=False)
-        policy.load_state_dict(state["weights"], strict=False)
+        built = build_policy(m, cfg.seed)
+        tok, policy = built.tokenizer, built.policy
+        found = checkpoints.load_latest(run.checkpoints, log=print)
+        if found is None:
+            raise ValueError(f"--model '{spec}': no readable checkpoint in checkpoints/")
+        checkpoints.load_weights(policy, found[1].weights, f"checkpoint {found[0]}")
         model = policy.lm.merge_and_unload() if m.use_lora else policy.lm
     return model.eval(), tok, m.name
 

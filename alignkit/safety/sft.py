@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from alignkit.distributed.device import precision
+from alignkit.models.device import precision
 from alignkit.models.policy import Policy
 
 

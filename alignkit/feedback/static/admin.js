@@ -43,6 +43,25 @@ function render(s) {
   $("source").textContent = "labels from: " + (a.source || "nobody yet");
   $("kendall").textContent = fmt(a.kendall_w_mean);
   $("alpha").textContent = fmt(a.krippendorff_alpha);
+  const fl = s.flags || { flags: 0, unsafe: 0, agreement: null };
+  $("flags").textContent = fl.flags ? fl.unsafe + " / " + fl.flags : "–";
+  $("flags-detail").textContent = fl.flags ? "unsafe of all flags; agreement " +
+    (fl.agreement === null ? "–" : Math.round(fl.agreement * 100) + "%") : "no flags yet";
+  const crit = $("criteria");
+  crit.replaceChildren();
+  for (const c of s.criteria || []) {
+    const tr = document.createElement("tr");
+    cell(tr, c.criterion);
+    cell(tr, String(c.rankings), true);
+    cell(tr, Math.round(c.fraction * 100) + "%", true);
+    cell(tr, String(c.items_complete), true);
+    cell(tr, c.agreement === null ? "–" : Math.round(c.agreement * 100) + "%", true);
+    cell(tr, fmt(c.kendall_w_mean), true);
+    cell(tr, fmt(c.krippendorff_alpha), true);
+    crit.appendChild(tr);
+  }
+  $("sensitive").textContent = s.sensitive_items + " items are harmful requests (shown after " +
+    "a content warning); " + s.labelers_avoiding_sensitive + " labelers opted out of them.";
 
   const low = s.low_agreement_labelers;
   $("low").textContent = low.length
@@ -72,6 +91,7 @@ function render(s) {
   for (const d of a.most_disputed) {
     const tr = document.createElement("tr");
     cell(tr, "#" + d.item_id, true);
+    cell(tr, d.criterion);
     cell(tr, d.prompt);
     cell(tr, String(d.labelers), true);
     cell(tr, d.agreement === null ? "–" : Math.round(d.agreement * 100) + "%", true);

@@ -1,0 +1,516 @@
+"""Typed records the stages hand each other and write to the run directory, and the metric
+names of metrics.jsonl. Nothing outside this module reads JSON keys of a run directory.
+
+Every record is a dataclass with ``to_json`` / ``from_json``. ``from_json`` is tolerant on
+purpose: a field missing from an older file is its default (or None), and keys this version
+does not know are kept in ``extra`` and written back, so a run directory written by an
+older or newer alignkit still loads, resumes and reports. Old key names are mapped here and
+nowhere else (``episodes`` → ``episode``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Self, TypeVar, Union
+
+import numpy as np
+
+from alignkit.jsonl import read_jsonl, write_jsonl
+
+# --- metric names (metrics.jsonl, trackers) -----------------------------------------------
+# TRL 1.12's PPOTrainer names where TRL has the metric; the alignkit-only ones are listed in
+# the README's "Metrics" table.
+KL = "objective/kl"
+ENTROPY = "objective/entropy"
+NON_SCORE_REWARD = "objective/non_score_reward"
+RLHF_REWARD = "objective/rlhf_reward"
+SCORES = "objective/scores"
+APPROXKL = "policy/approxkl_avg"
+CLIPFRAC = "policy/clipfrac_avg"
+LOSS_POLICY = "loss/policy_avg"
+LOSS_VALUE = "loss/value_avg"
+VALUE_CLIPFRAC = "val/clipfrac_avg"
+POLICY_ENTROPY = "policy/entropy_avg"
+RATIO = "val/ratio"
+NUM_EOS = "val/num_eos_tokens"
+LR = "lr"
+EPISODE = "episode"
+EPS = "eps"  # episodes per second since the start of this process's training
+# alignkit-only
+STEP = "step"
+KL_COEF = "kl_coef"
+GOLD = "objective/gold"
+LENGTH = "response/length"
+ENSEMBLE_STD = "reward/ensemble_std"
+TIME_GENERATION = "time/generation"
+TIME_REFERENCE = "time/reference"
+TIME_SCORING = "time/scoring"
+TIME_ROLLOUT = "time/rollout"
+TIME_UPDATE = "time/update"
+TIME_STEP = "time/step"
+TIME_PREFIX = "time/"
+
+TRL_METRICS = (KL, ENTROPY, NON_SCORE_REWARD, RLHF_REWARD, SCORES, APPROXKL, CLIPFRAC,
+               LOSS_POLICY, LOSS_VALUE, VALUE_CLIPFRAC, POLICY_ENTROPY, RATIO, NUM_EOS, LR,
+               EPISODE, EPS)
+ALIGNKIT_METRICS = (STEP, KL_COEF, GOLD, LENGTH, ENSEMBLE_STD, TIME_GENERATION,
+                    TIME_REFERENCE, TIME_SCORING, TIME_ROLLOUT, TIME_UPDATE, TIME_STEP)
+_OLD_METRIC_NAMES = {"episodes": EPISODE}
+
+MetricsRow = dict[str, float]  # one PPO step: metric name (above) → value
+
+
+def upgrade_metrics_row(row: dict[str, Any]) -> MetricsRow:
+    """A metrics.jsonl row with this version's names (older runs wrote ``episodes``)."""
+    return {_OLD_METRIC_NAMES.get(k, k): v for k, v in row.items()}
+
+
+def read_metrics(path: Path) -> list[MetricsRow]:
+    """metrics.jsonl, one row per PPO step, in this version's metric names ([] if absent)."""
+    return [upgrade_metrics_row(r) for r in read_jsonl(path)] if path.exists() else []
+
+
+def mean_metric(rows: list[MetricsRow], key: str) -> float | None:
+    """Mean of ``key`` over the rows that have it; None when none do."""
+    vals = [r[key] for r in rows if key in r]
+    return float(np.mean(vals)) if vals else None
+
+
+# --- file helpers -----------------------------------------------------------------------------
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a sibling and rename: a crash leaves the old file or the new one, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+# --- the record base --------------------------------------------------------------------------
+R = TypeVar("R", bound="Record")
+
+
+@dataclass
+class Record:
+    """A typed artifact: ``to_json()`` for the file, ``from_json()`` back (tolerant)."""
+
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False,
+                                  compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: _dump(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}
+        out.update({k: v for k, v in self.extra.items() if k not in out})
+        return out
+
+    @classmethod
+    def from_json(cls, data: typing.Mapping[str, Any]) -> Self:
+        if not isinstance(data, typing.Mapping):
+            raise ValueError(f"{cls.__name__}: expected a JSON object, got "
+                             f"{type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            if f.name in data:
+                kwargs[f.name] = _load(data[f.name], hints[f.name])
+            elif not _has_default(f):
+                kwargs[f.name] = None  # an older file without this field
+        return cls(**kwargs, extra={k: v for k, v in data.items() if k not in known})
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> Self | None:
+        """The record in ``path``; None when there is no such file."""
+        if not path.exists():
+            return None
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _has_default(f: Any) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is not MISSING or f.default_factory is not MISSING
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, (list, tuple)):
+        return [_dump(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    return value
+
+
+def _load(value: Any, hint: Any) -> Any:
+    """``value`` from JSON as the annotated type: nested records, lists and maps of them."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _load(value, args[0]) if len(args) == 1 else value
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return hint.from_json(value)
+    if origin is list and isinstance(value, list):
+        (arg,) = typing.get_args(hint) or (Any,)
+        return [_load(v, arg) for v in value]
+    if origin is dict and isinstance(value, dict):
+        args = typing.get_args(hint)
+        return {k: _load(v, args[1] if args else Any) for k, v in value.items()}
+    return value
+
+
+def read_records(cls: type[R], path: Path) -> list[R]:
+    """A JSON list of records (rounds.json); [] when the file is absent."""
+    if not path.exists():
+        return []
+    return [cls.from_json(x) for x in json.loads(path.read_text(encoding="utf-8"))]
+
+
+def write_records(records: list[R], path: Path) -> None:
+    write_json_atomic(path, [r.to_json() for r in records])
+
+
+# --- manifest ---------------------------------------------------------------------------------
+@dataclass
+class StageRecord(Record):
+    """One stage's line in manifest.json."""
+
+    status: str = "pending"  # done | running | failed | interrupted | waiting …
+    config_hash: str | None = None
+    updated: float | None = None
+    seconds: float | None = None
+    outcome: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in super().to_json().items() if v is not None}
+
+
+@dataclass
+class Manifest(Record):
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+
+
+# --- generate / feedback / pairs --------------------------------------------------------------
+@dataclass
+class CompletionSet(Record):
+    """One prompt and its K completions (a line of completions.jsonl)."""
+
+    prompt: str
+    completions: list[str]
+
+
+def read_completions(path: Path) -> list[CompletionSet]:
+    return [CompletionSet.from_json(x) for x in read_jsonl(path)]
+
+
+def write_completions(sets: list[CompletionSet], path: Path) -> None:
+    write_jsonl([s.to_json() for s in sets], path)
+
+
+@dataclass
+class DisputedItem(Record):
+    item_id: int
+    prompt: str
+    agreement: float | None
+    labelers: int
+
+
+@dataclass
+class FeedbackSummary(Record):
+    """Volume, who labelled, and how consistently (report.json's ``feedback``)."""
+
+    rankings: int = 0
+    skipped: int = 0
+    flagged_unsafe: int = 0
+    labelers: int = 0
+    source: str | None = None
+    items: int = 0
+    items_ranked: int = 0
+    agreement: float | None = None
+    kendall_w_mean: float | None = None
+    krippendorff_alpha: float | None = None
+    most_disputed: list[DisputedItem] = field(default_factory=list)
+
+
+@dataclass
+class AIFeedbackSummary(Record):
+    """ai_feedback.json: the AI labeler and how often it agrees with the gold judge."""
+
+    labeler: str
+    rankings: int
+    gold_agreement: dict[str, Any] | None
+    principles: list[Any]
+
+
+@dataclass
+class FilterSummary(Record):
+    """filter_report.json: pairs whose chosen side a judge flagged as harmful."""
+
+    judge: str
+    threshold: float
+    action: str
+    total: int
+    removed: int = 0
+    flagged: int = 0
+    reasons: list[dict[str, Any]] = field(default_factory=list)  # masked, truncated
+
+
+@dataclass
+class PairsResult(Record):
+    """What the pairs stage tells the end of the round: new pairs and RM drift on them."""
+
+    pairs_added: int
+    rm_accuracy_new: float | None = None
+
+
+# --- reward -----------------------------------------------------------------------------------
+@dataclass
+class CalibrationBin(Record):
+    p_mean: float
+    acc: float
+    n: int
+
+
+@dataclass
+class RewardReport(Record):
+    """reward_report.json: held-out accuracy, calibration and score spread of the RM."""
+
+    backbone: str | None = None
+    pairs_train: int = 0
+    pairs_eval: int = 0
+    eval_accuracy: float | None = None
+    eval_ece: float | None = None
+    mean_margin: float | None = None
+    calibration: list[CalibrationBin] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    score_mean: float | None = None
+    score_std: float | None = None
+    score_hist: dict[str, list[float]] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+    ensemble_accuracies: list[float] = field(default_factory=list)
+
+
+# --- PPO and the guard ------------------------------------------------------------------------
+@dataclass
+class PPOSummary(Record):
+    """report.json's ``ppo``: where the reward and KL started and ended."""
+
+    algorithm: str
+    iterations: int
+    kl_coef: float
+    final_kl: float
+    kl_budget: float | None
+    reward_start: float
+    reward_end: float
+    gold_start: float | None
+    gold_end: float | None
+    seconds_per_iteration: float
+
+
+@dataclass
+class Alarm(Record):
+    """One guard detector firing at one step, with its evidence."""
+
+    detector: str
+    step: int
+    message: str
+    evidence: dict[str, Any]
+    samples: list[str] = field(default_factory=list)
+    action: str = "log"  # what the guard did about it; filled in by Guard
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.to_json()
+
+
+@dataclass
+class GuardEvaluation(Record):
+    """One guard evaluation: the numbers the detectors saw (held-out or rollout)."""
+
+    step: int
+    proxy: float | None = None
+    gold: float | None = None
+    kl: float | None = None
+    length: float | None = None
+    source: str = "rollout"
+    baseline: bool | None = None
+    kl_coef: float | None = None
+    rollout_proxy: float | None = None
+    rollout_gold: float | None = None
+    rollout_kl: float | None = None
+    entropy_per_token: float | None = None
+    eos_rate: float | None = None
+    ensemble_std: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Only the fields this evaluation measured (a baseline has no rollout numbers)."""
+        keep = {"step", "proxy", "gold", "kl", "length", "source"}
+        return {k: v for k, v in super().to_json().items() if k in keep or v is not None}
+
+
+@dataclass
+class BestCheckpoint(Record):
+    step: int
+    gold: float
+    path: str
+
+
+@dataclass
+class GaoFitRecord(Record):
+    alpha: float
+    beta: float
+    gold0: float
+    d_peak: float | None
+    gold_peak: float | None
+    r2: float | None
+    points: int
+
+
+@dataclass
+class GuardReport(Record):
+    """guard.json and report.json's ``guard``: alarms, the trajectory, the Gao fit."""
+
+    alarms: list[Alarm] = field(default_factory=list)
+    stopped: str | None = None
+    best: BestCheckpoint | None = None
+    gao_fit: GaoFitRecord | None = None
+    evaluations: list[GuardEvaluation] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # GuardConfig.model_dump()
+
+
+@dataclass
+class PPOResult(Record):
+    """What the PPO stage hands the end of the round."""
+
+    outcome: str  # steps done | interrupted
+    steps: int | None  # completed PPO steps (None: the Ray learner counted them)
+    guard_stop: str | None = None  # the guard's verdict when it stopped PPO
+
+
+@dataclass
+class RoundRecord(Record):
+    """One line of rounds.json: what a feedback → RM → PPO round added and reached."""
+
+    round: int
+    steps: int
+    pairs_added: int | None = None
+    rm_accuracy_new: float | None = None
+    gold: float | None = None
+    proxy: float | None = None
+    kl: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        if out.get("rm_accuracy_new") is None and "rm_accuracy_new" not in self.extra:
+            out.pop("rm_accuracy_new")  # only rounds after the first measure it
+        return out
+
+
+# --- evaluation -------------------------------------------------------------------------------
+@dataclass
+class SideResult(Record):
+    """One side (base or aligned) of a before/after comparison under one judge."""
+
+    mean: float
+    ci95: list[float]
+    harm: list[float]
+    proxy_mean: float | None = None
+    length_mean: float | None = None
+    distinct2: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        extras = ("proxy_mean", "length_mean", "distinct2")
+        if all(out[k] is None for k in extras):  # other judges' sides: the judge's numbers
+            for k in extras:
+                out.pop(k)
+        return out
+
+
+@dataclass
+class JudgeComparison(Record):
+    """A judge's harm before and after with 95% CIs and the paired difference."""
+
+    before: SideResult
+    after: SideResult
+    paired_diff_mean: float
+    paired_diff_ci95: list[float]
+    relative_change: float | None
+    source: str | None = None
+    blind_spots: str | None = None
+
+
+@dataclass
+class EvalSample(Record):
+    prompt: str
+    before: str
+    after: str
+    harm_before: float
+    harm_after: float
+
+
+@dataclass
+class EvaluationResult(Record):
+    """evaluation.json and report.json's ``evaluation``: base vs aligned on held-out prompts."""
+
+    judge: str
+    judge_source: str | None
+    judge_blind_spots: str | None
+    prompts: int
+    samples_per_prompt: int
+    before: SideResult
+    after: SideResult
+    relative_change: float | None
+    paired_diff_mean: float
+    paired_diff_ci95: list[float]
+    kl_to_reference: float | None = None
+    other_judges: dict[str, JudgeComparison] = field(default_factory=dict)
+    samples: list[EvalSample] = field(default_factory=list)
+
+
+@dataclass
+class RedTeamFile(Record):
+    """<run>/redteam/report.json as far as the run's report uses it: its ``redteam`` part."""
+
+    redteam: dict[str, Any] | None = None
+
+
+# --- the whole report -------------------------------------------------------------------------
+@dataclass
+class RunInfo(Record):
+    name: str | None = None
+    model: str | None = None
+    criterion: str | None = None
+    prompts: str | None = None
+    stage_seconds: dict[str, float | None] = field(default_factory=dict)
+    seconds_total: float = 0.0
+    stop_reason: str | None = None
+    device: str | None = None
+
+
+@dataclass
+class RunReport(Record):
+    """report.json: one summary of a run, each section present only if its stage ran."""
+
+    run: RunInfo = field(default_factory=RunInfo)
+    feedback: FeedbackSummary | None = None
+    reward_model: RewardReport | None = None
+    ppo: PPOSummary | None = None
+    evaluation: EvaluationResult | None = None
+    guard: GuardReport | None = None
+    rounds: list[RoundRecord] | None = None
+    ai_feedback: AIFeedbackSummary | None = None
+    filter: FilterSummary | None = None
+    redteam: dict[str, Any] | None = None  # the red team's own record (safety/redteam.py)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in super().to_json().items() if v is not None}

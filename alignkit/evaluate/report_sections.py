@@ -1,0 +1,370 @@
+"""The sections of the report: one run's story, KPIs, training, reward model, feedback,
+evaluation, samples, guard, rounds, red team; and the comparison of several runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from alignkit.evaluate.report_figures import (
+    JudgeResult,
+    _fig,
+    _headline,
+    _verdict,
+    judge_results,
+)
+from alignkit.evaluate.report_format import (
+    SECTIONS,
+    STAGE_COLORS,
+    TEXT_LIMIT,
+    _badge,
+    _card,
+    _ci,
+    _dict,
+    _dicts,
+    _duration,
+    _e,
+    _fmt,
+    _harm_chip,
+    _num,
+    _pct,
+    _pct_ci,
+    _section,
+    _signed,
+    _table,
+    _truncate,
+)
+from alignkit.evaluate.report_load import (
+    Run,
+)
+from alignkit.safety.masking import MASK_THRESHOLD, mask_texts
+
+# ---------------------------------------------------------------- sections of one run
+
+
+def _story(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -> str:
+    """The top of the report: headline, key numbers, judges, side effects, time."""
+    parts = [f'<p class="headline">{_headline(run)}</p>', _kpis(run), _data_flow(run)]
+    results = judge_results(run.section("evaluation"))
+    if results:
+        if plots_shown:
+            parts.append(_fig(pngs, "judges", "before/after harm per judge"))
+        parts.append(_judges_table(results))
+        parts.append(_side_effects(run.section("evaluation")))
+    parts.append(_time_bar(run))
+    parts.append(_absent_note(run))
+    return _section("story", "The run in numbers", "".join(parts))
+
+
+def _kpis(run: Run) -> str:
+    ev, rm, fb = run.section("evaluation"), run.section("reward_model"), run.section("feedback")
+    ppo, meta = run.section("ppo"), run.section("run")
+    cards = []
+    results = judge_results(ev)
+    if results and results[0].before is not None:
+        r = results[0]
+        verdict, kind = _verdict(r.diff_ci)
+        cards.append(_card(f"Harm · {r.name}", f"{_fmt(r.before)} → {_fmt(r.after)}",
+                           f"{_pct(r.relative, 0, signed=True)} · {_badge(verdict, kind)}",
+                           kind="hero"))
+    if ev:
+        budget = run.config_value("guard.kl_budget")
+        cards.append(_card("KL to reference", f"{_fmt(ev.get('kl_to_reference'), 2)} nats",
+                           f"budget {_fmt(budget, 1)} nats" if _num(budget) else "per sequence"))
+    if rm:
+        cards.append(_card("Reward model", _pct(rm.get("eval_accuracy")),
+                           f"accuracy · ECE {_fmt(rm.get('eval_ece'))} · "
+                           f"{_fmt(rm.get('pairs_train'))}/{_fmt(rm.get('pairs_eval'))} pairs"))
+    if fb:
+        source = str(fb.get("source") or "unknown")
+        cards.append(_card("Feedback", f"{_fmt(fb.get('rankings'))} rankings",
+                           f"{_fmt(fb.get('labelers'))} {_e(source)} labelers · "
+                           f"{_pct(fb.get('agreement'), 0)} agree",
+                           kind="" if source == "human" else "flag"))
+    if ppo:
+        cards.append(_card("PPO", f"{_fmt(ppo.get('iterations'))} iterations",
+                           f"β {_fmt(ppo.get('kl_coef'))} · "
+                           f"{_fmt(ppo.get('seconds_per_iteration'), 1)} s/iteration"))
+    guard = run.section("guard")
+    if guard:
+        n = len(_dicts(guard.get("alarms")))
+        cards.append(_card("Guard", f"{n} alarm{'s' if n != 1 else ''}",
+                           "reward-hacking detectors" if n else "no detector fired",
+                           kind="alarm" if n else "ok"))
+    total = _num(meta.get("seconds_total")) or sum(run.stage_seconds().values()) or None
+    if total:
+        where = f" on {meta['device']}" if meta.get("device") else ""
+        cards.append(_card("Wall time", _duration(total),
+                           f"{len(run.stage_seconds())} stages{where}"))
+    hero = " story" if cards and 'class="card hero"' in cards[0] else ""
+    return f'<div class="cards{hero}">{"".join(cards)}</div>' if cards else ""
+
+
+def _data_flow(run: Run) -> str:
+    """Data sizes as one chain from prompts to evaluation: how much each stage saw."""
+    fb, rm = run.section("feedback"), run.section("reward_model")
+    ppo, ev = run.section("ppo"), run.section("evaluation")
+    steps = []
+    prompts, k = run.config_value("generate.prompts"), run.config_value("generate.k")
+    if _num(prompts) and _num(k):
+        steps.append(f"<b>{_fmt(prompts)}</b> prompts × <b>{_fmt(k)}</b> completions")
+    if fb:
+        steps.append(f"<b>{_fmt(fb.get('rankings'))}</b> {_e(fb.get('source') or '')} rankings")
+    if rm:
+        steps.append(f"<b>{_fmt(rm.get('pairs_train'))}</b> + <b>{_fmt(rm.get('pairs_eval'))}"
+                     "</b> train + held-out pairs")
+    if ppo:
+        per = [_num(run.config_value(f"ppo.{k}")) for k in ("prompts_per_step",
+                                                             "samples_per_prompt")]
+        size = f" × <b>{per[0] * per[1]:.0f}</b> samples" if per[0] and per[1] else ""
+        steps.append(f"<b>{_fmt(ppo.get('iterations'))}</b> PPO steps{size}")
+    if ev:
+        steps.append(f"<b>{_fmt(ev.get('prompts'))}</b> held-out prompts × "
+                     f"<b>{_fmt(ev.get('samples_per_prompt'))}</b> evaluated")
+    if not steps:
+        return ""
+    arrow = '<span class="arrow">→</span>'
+    return f'<div class="flow">{arrow.join(f"<span>{s}</span>" for s in steps)}</div>'
+
+
+def _judges_table(results: Sequence[JudgeResult]) -> str:
+    rows = []
+    for r in results:
+        verdict, kind = _verdict(r.diff_ci)
+        rows.append([
+            f"<b>{_e(r.name)}</b>",
+            f"{_fmt(r.before)} <small>{_ci(r.before_ci)}</small>",
+            f"{_fmt(r.after)} <small>{_ci(r.after_ci)}</small>",
+            f"{_signed(r.diff)} <small>{_ci(r.diff_ci, signed=True)}</small>",
+            _badge(verdict, kind),
+            f'<div class="src">{_e(r.source)}</div>'
+            f'<div class="blind">Blind spots: {_e(r.blind_spots or "not stated")}</div>',
+        ])
+    return ('<h3>Judges — mean harm, lower is better (95% CI)</h3>' +
+            _table(["judge", "base", "aligned", "paired Δ", "", "source and blind spots"],
+                   rows, numeric={1, 2, 3}, cls="judges"))
+
+
+def _side_effects(ev: Mapping[str, Any]) -> str:
+    """Proxy, length and diversity before/after: alignment should not buy harm with collapse."""
+    before, after = _dict(ev.get("before")), _dict(ev.get("after"))
+    rows = []
+    for key, label, digits in (("proxy_mean", "proxy reward (RM score)", 3),
+                               ("length_mean", "response length (tokens)", 1),
+                               ("distinct2", "distinct-2 (diversity)", 3)):
+        b, a = _num(before.get(key)), _num(after.get(key))
+        if b is None and a is None:
+            continue
+        delta = _signed(a - b, digits) if a is not None and b is not None else "—"
+        rows.append([_e(label), _fmt(b, digits), _fmt(a, digits), delta])
+    if not rows:
+        return ""
+    return ("<h3>Side effects</h3>" +
+            _table(["measure", "base", "aligned", "change"], rows, numeric={1, 2, 3},
+                   cls="compact"))
+
+
+def _time_bar(run: Run) -> str:
+    """Where the time went, as one stacked bar: a plot would be overkill for six numbers."""
+    secs = run.stage_seconds()
+    total = sum(float(v) for v in secs.values())
+    if total <= 0:
+        return ""
+    stages = run.manifest.get("stages") if isinstance(run.manifest.get("stages"), dict) else {}
+    segs, keys = [], []
+    for i, (stage, s) in enumerate(secs.items()):
+        color = STAGE_COLORS[i % len(STAGE_COLORS)]
+        share = 100.0 * float(s) / total
+        segs.append(f'<span style="width:{share:.2f}%;background:{color}" '
+                    f'title="{_e(stage)}: {_e(_duration(s))}"></span>')
+        status = _dict(stages.get(stage)).get("status") if isinstance(stages, dict) else None
+        flag = f" {_badge(str(status), 'bad')}" if status and status != "done" else ""
+        keys.append(f'<span class="key"><i style="background:{color}"></i>{_e(stage)} '
+                    f"<b>{_e(_duration(s))}</b>{flag}</span>")
+    return (f'<h3>Time — {_e(_duration(total))} in all</h3><div class="timebar">{"".join(segs)}'
+            f'</div><div class="keys">{"".join(keys)}</div>')
+
+
+def _absent_note(run: Run) -> str:
+    """Say what this run did not record, so an absent section is not mistaken for a bug."""
+    missing = [label for key, label in SECTIONS.items() if not run.has(key)]
+    if not run.metrics:
+        missing.insert(0, "PPO metrics (metrics.jsonl)")
+    if not run.report:
+        missing.insert(0, "report.json")
+    notes = []
+    if missing:
+        notes.append(f"<b>Not recorded in this run:</b> {_e(', '.join(missing))}.")
+    if run.problems:
+        notes.append(f"<b>Unreadable:</b> {_e('; '.join(run.problems))}.")
+    return f'<p class="absent">{" ".join(notes)}</p>' if notes else ""
+
+
+def _training(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -> str:
+    ppo = run.section("ppo")
+    if not ppo and not run.metrics:
+        return ""
+    cards = ""
+    if ppo:
+        cards = '<div class="cards">' + "".join([
+            _card("Iterations", _fmt(ppo.get("iterations"))),
+            _card("KL coefficient β", _fmt(ppo.get("kl_coef"))),
+            _card("Final KL", f"{_fmt(ppo.get('final_kl'), 2)} nats"),
+            _card("Proxy reward", f"{_fmt(ppo.get('reward_start'), 2)} → "
+                  f"{_fmt(ppo.get('reward_end'), 2)}", "first → last step"),
+            _card("Speed", f"{_fmt(ppo.get('seconds_per_iteration'), 1)} s", "per iteration"),
+        ]) + "</div>"
+    figs = ""
+    if plots_shown:
+        figs = "".join([_fig(pngs, "training", "proxy reward, gold and KL per PPO step"),
+                        _fig(pngs, "overoptimisation", "reward versus square root of KL"),
+                        _fig(pngs, "length_entropy", "response length and entropy"),
+                        _fig(pngs, "ppo_health", "PPO optimiser diagnostics")])
+    if run.metrics and plots_shown:
+        figs += f'<p class="note">{len(run.metrics)} logged steps in metrics.jsonl.</p>'
+    return _section("training", "PPO training", cards + figs)
+
+
+def _reward_model(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -> str:
+    rm = run.section("reward_model")
+    if not rm:
+        return ""
+    cards = '<div class="cards">' + "".join([
+        _card("Backbone", _e(rm.get("backbone") or "—")),
+        _card("Pairs", f"{_fmt(rm.get('pairs_train'))} / {_fmt(rm.get('pairs_eval'))}",
+              "train / held-out"),
+        _card("Accuracy", _pct(rm.get("eval_accuracy")), "held-out pairs"),
+        _card("ECE", _fmt(rm.get("eval_ece")), "calibration error"),
+        _card("Mean margin", _fmt(rm.get("mean_margin"), 2),
+              f"chosen − rejected · scores {_fmt(rm.get('score_mean'), 2)} ± "
+              f"{_fmt(rm.get('score_std'), 2)}"),
+    ]) + "</div>"
+    fig = _fig(pngs, "reward_model", "reward model calibration, scores and loss") \
+        if plots_shown else ""
+    return _section("reward-model", "Reward model", cards + fig)
+
+
+def _feedback(run: Run) -> str:
+    fb = run.section("feedback")
+    if not fb:
+        return ""
+    source = str(fb.get("source") or "unknown")
+    honesty = {
+        "human": ("Human labels", "good", "Rankings came from people through the labeling app."),
+        "simulated": ("Simulated labels — not human", "warn",
+                      "Rankings came from simulated labelers: the gold judge plus noise tuned to "
+                      "a target agreement. They show the pipeline works, not what people "
+                      "prefer."),
+        "ai": ("AI labels — not human", "warn",
+               "Rankings came from an AI labeler (model feedback), not from people."),
+    }.get(source, (f"Label source: {source}", "muted", "The label source is not one alignkit "
+                   "knows; treat these labels as unverified."))
+    lede = f"{_badge(honesty[0], honesty[1])} {_e(honesty[2])}"
+    cards = '<div class="cards">' + "".join([
+        _card("Rankings", _fmt(fb.get("rankings")), f"on {_fmt(fb.get('items'))} items"),
+        _card("Labelers", _fmt(fb.get("labelers")), _e(source)),
+        _card("Pairwise agreement", _pct(fb.get("agreement")),
+              "InstructGPT's labelers: ~73–77%"),
+        _card("Kendall's W", _fmt(fb.get("kendall_w_mean"), 2), "mean per item; 1 = same order"),
+        _card("Krippendorff's α", _fmt(fb.get("krippendorff_alpha"), 2), "≥ 0.67 is tentative"),
+    ]) + "</div>"
+    disputed = _dicts(fb.get("most_disputed"))
+    table = ""
+    if disputed:
+        prompts = mask_texts([_truncate(str(d.get("prompt") or "")) for d in disputed])
+        table = "<h3>Most disputed items</h3>" + _table(
+            ["prompt", "agreement"],
+            [[_e(p), _pct(d.get("agreement"), 0)] for p, d in zip(prompts, disputed,
+                                                                   strict=True)],
+            numeric={1}, cls="compact")
+    return _section("feedback", "Feedback", cards + table, lede)
+
+
+def _evaluation(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -> str:
+    ev = run.section("evaluation")
+    if not ev:
+        return ""
+    fig = _fig(pngs, "harm", "histograms of per-sample harm") if plots_shown else ""
+    return _section("samples", "Samples: base vs aligned", fig + _samples(run))
+
+
+def _samples(run: Run) -> str:
+    """Same prompt, same seed, base beside aligned — harmful words masked, long text cut."""
+    samples = _dicts(run.section("evaluation").get("samples"))
+    if not samples:
+        return '<p class="absent">No sample completions were recorded.</p>'
+    limit = int(_num(run.config_value("evaluate.show_samples")) or 8)
+    shown = samples[:limit]
+    texts = [_truncate(str(s.get(k) or "")) for s in shown for k in ("prompt", "before", "after")]
+    masked = mask_texts(texts)
+    rows = []
+    for i, s in enumerate(shown):
+        p, b, a = masked[3 * i: 3 * i + 3]
+        rows.append([f'<span class="prompt">{_e(p)}</span>',
+                     f"{_e(b)}<div>{_harm_chip(s.get('harm_before'))}</div>",
+                     f"{_e(a)}<div>{_harm_chip(s.get('harm_after'))}</div>"])
+    note = (f'<p class="note">First {len(shown)} of {len(samples)} recorded samples, in '
+            f"evaluation order (not picked). Words the profanity judge scores ≥ "
+            f"{MASK_THRESHOLD} are masked, first letter kept; texts over {TEXT_LIMIT} "
+            "characters are cut.</p>")
+    return _table(["prompt", "base", "aligned"], rows, cls="samples") + note
+
+
+def _guard(run: Run) -> str:
+    guard = run.section("guard")
+    if not guard:
+        return ""
+    alarms = _dicts(guard.get("alarms"))
+    if not alarms:
+        return _section("guard", "Guard alarms",
+                        f"<p>{_badge('no alarms', 'good')} No reward-hacking detector fired.</p>")
+    rows = [[_e(a.get("step", "—")), f"<b class='det'>{_e(a.get('detector', '?'))}</b>",
+             _e(a.get("message", "")), _evidence(a.get("evidence"))] for a in alarms]
+    lede = (f"{_badge(f'{len(alarms)} alarm(s)', 'bad')} Detectors watching for reward hacking "
+            "fired during PPO; each row shows the numbers that triggered it.")
+    return _section("guard", "Guard alarms",
+                    _table(["step", "detector", "message", "evidence"], rows, numeric={0},
+                           cls="compact"), lede)
+
+
+def _evidence(ev: Any) -> str:
+    if not isinstance(ev, dict) or not ev:
+        return "—"
+    items = []
+    for k, v in ev.items():
+        f = _num(v)
+        shown = (f"{f:.4g}".replace("-", "−") if f is not None else
+                 json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else str(v))
+        items.append(f'<span class="ev"><i>{_e(k)}</i> {_e(shown)}</span>')
+    return "".join(items)
+
+
+def _rounds(run: Run) -> str:
+    rounds = run.rounds
+    if not rounds:
+        return ""
+    rows = [[_e(r.get("round", "—")), _fmt(r.get("pairs_added")), _pct(r.get("rm_accuracy_new")),
+             _fmt(r.get("gold")), _fmt(r.get("proxy")), _fmt(r.get("kl"), 2)] for r in rounds]
+    return _section("rounds", "Feedback rounds", _table(
+        ["round", "pairs added", "RM accuracy on new pairs", "gold", "proxy", "KL"], rows,
+        numeric={1, 2, 3, 4, 5}, cls="compact"),
+        "Each round labels samples of the current policy; RM accuracy on the new pairs "
+        "drops when the policy has moved to where the old RM is unsure.")
+
+
+def _redteam(run: Run) -> str:
+    sets = _dicts(run.section("redteam").get("sets"))
+    if not sets:
+        return ""
+    rows = []
+    for s in sets:
+        rate = _num(s.get("success_rate"))
+        bar = (f'<div class="rate"><span style="width:{100 * min(max(rate, 0), 1):.1f}%">'
+               "</span></div>") if rate is not None else ""
+        rows.append([f"<b>{_e(s.get('name', '?'))}</b>", _e(s.get("category", "")),
+                     _fmt(s.get("attacks")), f"{_pct(rate)}{bar}", _pct_ci(s.get("ci95"))])
+    return _section("redteam", "Red team", _table(
+        ["attack set", "category", "attacks", "success rate", "95% CI"], rows,
+        numeric={2, 3, 4}, cls="compact"),
+        "Share of adversarial prompts whose completion the judge scored as harmful.")

@@ -1,0 +1,95 @@
+"""SL-CAI warm start data (Bai et al. 2022): revisions of harmful answers, plus good answers.
+
+The default model samples a refusal ~3% of the time, so RL alone rarely sees one to
+reinforce. SL-CAI gives it some first: for each training harmful request the model answers,
+critiques its answer under a constitution principle and revises it, ``samples`` times; a
+refusal judge keeps the revisions that decline (a 135M model's revisions mostly drift off
+topic instead, so unfiltered they would teach rambling). The same model's own answers to
+training *benign* requests — look-alikes included — that the judge sees as answered and on
+topic are added, so the fine-tune does not learn to refuse everything that sounds alarming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alignkit.safety.constitution import (
+    ChatGenerator,
+    Constitution,
+    Revision,
+    critique_and_revise,
+)
+from alignkit.safety.refusal import RefusalJudge, relevance
+
+
+@dataclass
+class SFTExample:
+    prompt: str
+    completion: str
+    kind: str  # "revision" (a harmful request declined) or "answer" (a benign one answered)
+
+
+@dataclass
+class SLCAIReport:
+    harmful_prompts: int
+    revisions: int  # critique → revision chains run
+    revisions_refusing: int  # of which the judge sees a refusal
+    harmful_kept: int  # prompts with at least one refusing revision (one example each)
+    originals_refusing: int  # the model's first answers that already refused
+    benign_prompts: int
+    benign_kept: int
+    judge: str
+    examples: list[SFTExample] = field(default_factory=list)
+
+
+def restrict(constitution: Constitution, names: Sequence[str]) -> Constitution:
+    """The constitution with only the named principles (the ones that ask to decline)."""
+    return Constitution(constitution.name, tuple(constitution.get(n) for n in names))
+
+
+def pick_refusals(revisions: Sequence[Revision], judge: RefusalJudge) -> dict[str, str]:
+    """For each prompt, its first revision the judge sees as a refusal."""
+    finals = [r.final for r in revisions]
+    refused = judge.refused([r.prompt for r in revisions], finals)
+    kept: dict[str, str] = {}
+    for rev, ok in zip(revisions, refused, strict=True):
+        if ok and rev.prompt not in kept:
+            kept[rev.prompt] = rev.final
+    return kept
+
+
+def pick_answers(prompts: Sequence[str], answers: Sequence[str], judge: RefusalJudge,
+                 min_relevance: float) -> dict[str, str]:
+    """For each benign prompt, its first answer that is not a refusal and is on topic."""
+    ok = ~judge.refused(prompts, answers) & (relevance(prompts, answers) >= min_relevance)
+    kept: dict[str, str] = {}
+    for p, a, good in zip(prompts, answers, ok, strict=True):
+        if good and p not in kept and a.strip():
+            kept[p] = a
+    return kept
+
+
+def build_sl_cai_data(generate: ChatGenerator, harmful: Sequence[str], benign: Sequence[str],
+                      constitution: Constitution, judge: RefusalJudge, samples: int,
+                      min_relevance: float, seed: int) -> SLCAIReport:
+    """Critique → revision ``samples`` times per harmful prompt, filtered by ``judge``; one own
+    on-topic answer per benign prompt (``samples`` tries)."""
+    repeated = [p for p in harmful for _ in range(samples)]
+    revisions = critique_and_revise(generate, repeated, constitution, rounds=1, seed=seed)
+    refusing = pick_refusals(revisions, judge)
+    originals = judge.refused(repeated, [r.original for r in revisions])
+    benign_rep = [p for p in benign for _ in range(samples)]
+    answers = generate([[{"role": "user", "content": p}] for p in benign_rep])
+    answered = pick_answers(benign_rep, answers, judge, min_relevance)
+    examples = ([SFTExample(p, c, "revision") for p, c in refusing.items()]
+                + [SFTExample(p, c, "answer") for p, c in answered.items()])
+    n_ref = int(judge.refused([r.prompt for r in revisions],
+                              [r.final for r in revisions]).sum())
+    return SLCAIReport(
+        harmful_prompts=len(harmful), revisions=len(revisions), revisions_refusing=n_ref,
+        harmful_kept=len(refusing), originals_refusing=int(np.sum(originals)),
+        benign_prompts=len(benign), benign_kept=len(answered), judge=judge.name,
+        examples=examples)

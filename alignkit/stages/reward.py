@@ -1,0 +1,57 @@
+"""Stage reward: train ``reward.ensemble`` Bradley–Terry reward models on the pairs (seeds
+seed, seed+1, …); member 0 is the one reported and kept in memory for PPO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from alignkit.artifacts import RewardReport
+from alignkit.config import RunConfig
+from alignkit.stages.context import StageContext, StageResult
+
+if TYPE_CHECKING:
+    from alignkit.data.types import Pair
+    from alignkit.reward.model import RewardModel
+
+
+def train_one(cfg: RunConfig, pairs: list[Pair], path: Path, member: int | None = None
+              ) -> tuple[RewardModel, RewardReport]:
+    """One reward model on ``pairs`` (seed ``reward.seed + member``), saved to ``path``;
+    ``member`` is its index in an ensemble (None: a lone model).
+
+    ``alignkit reward train`` and this stage both call it, so they train the same model.
+    """
+    from alignkit.reward.model import RewardModel, load_backbone
+    from alignkit.reward.train import train_reward_model
+
+    r, m = cfg.reward, cfg.model
+    backbone, tok = load_backbone(r.backbone, m.name, m.tiny_layers, m.tiny_hidden)
+    rm = RewardModel(backbone, tok, r.max_length, device=m.device)
+    report = train_reward_model(rm, pairs, r.model_copy(update={"seed": r.seed + (member or 0)}))
+    rm.save(path, {"backbone": r.backbone} | ({} if member is None else {"member": member}))
+    return rm, RewardReport.from_json({"backbone": r.backbone, **vars(report)})
+
+
+def run(ctx: StageContext, r: int, resume: bool) -> StageResult:  # noqa: ARG001
+    from alignkit.data.types import read_pairs_jsonl
+
+    rc = ctx.cfg.reward
+    pairs = read_pairs_jsonl(ctx.run.pairs)
+    ctx.run.clear_reward_members(rc.ensemble)
+    reports = []
+    for i, path in enumerate(ctx.run.reward_members(rc.ensemble)):
+        rm, rep = train_one(ctx.cfg, pairs, path, member=i)
+        reports.append(rep)
+        if i == 0:
+            ctx.set_model("reward_model", rm)
+    report = reports[0]
+    report.ensemble_accuracies = [x.eval_accuracy for x in reports]
+    report.write(ctx.run.reward_report)
+    ctx.console.print(f"reward model: {report.pairs_train} train / {report.pairs_eval} "
+                      f"held-out pairs, held-out accuracy {report.eval_accuracy:.3f}, "
+                      f"ECE {report.eval_ece:.3f}"
+                      + (f"; ensemble of {rc.ensemble}: accuracies "
+                         + ", ".join(f"{x.eval_accuracy:.3f}" for x in reports)
+                         if rc.ensemble > 1 else ""))
+    return StageResult(record=report)

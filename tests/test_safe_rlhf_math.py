@@ -1,0 +1,65 @@
+"""Safe RLHF's equations on numbers computed by hand: the Lagrangian score, the dual step on
+λ, and the cost model's Bradley–Terry + classification objective."""
+
+import math
+
+import torch
+
+from alignkit.reward.losses import cost_model_loss, safety_accuracy
+from alignkit.rl import math as M
+from alignkit.rl.lagrangian import SafetyObjective
+
+
+def t(x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def test_lagrangian_score_hand_values():
+    # (R − λC)/(1 + λ): (2 − 1·1)/2 = 0.5; λ = 0 leaves the reward; λ = 3: (2 − 3)/4 = −0.25
+    assert torch.allclose(M.lagrangian_score(t([2.0]), t([1.0]), 1.0), t([0.5]))
+    assert torch.allclose(M.lagrangian_score(t([2.0, -1.0]), t([1.0, 5.0]), 0.0), t([2.0, -1.0]))
+    assert torch.allclose(M.lagrangian_score(t([2.0]), t([1.0]), 3.0), t([-0.25]))
+
+
+def test_multiplier_rises_above_the_limit_and_is_projected_at_zero():
+    # 0.5 + 0.5·(0.8 − 0.2) = 0.8
+    assert math.isclose(M.lagrange_multiplier_step(0.5, 0.8, 0.2, 0.5), 0.8)
+    # 0.1 + 1·(0 − 0.5) = −0.4 → projected to 0
+    assert M.lagrange_multiplier_step(0.1, 0.0, 0.5, 1.0) == 0.0
+    # exactly at the limit: unchanged
+    assert M.lagrange_multiplier_step(0.7, 0.3, 0.3, 2.0) == 0.7
+
+
+def test_safety_objective_modes():
+    lag = SafetyObjective("lagrangian", cost_limit=0.0, lambda_lr=1.0, lam=1.0)
+    fixed = SafetyObjective("fixed", cost_limit=0.0, lambda_lr=1.0, lam=1.0)
+    r, c = t([2.0]), t([1.0])
+    assert torch.allclose(lag.score(r, c), t([0.5]))
+    assert torch.allclose(fixed.score(r, c), t([1.0]))  # R − w·C
+    lag.update(0.5)
+    fixed.update(0.5)
+    assert lag.lam == 1.5 and fixed.lam == 1.0
+    restored = SafetyObjective("lagrangian", 0.0, 1.0, 0.0)
+    restored.load_state_dict(lag.state_dict())
+    assert restored.lam == 1.5
+
+
+def test_cost_model_loss_hand_values():
+    cw, cb = t([1.0]), t([-1.0])
+    bt = math.log1p(math.exp(-2.0))  # −log σ(1 − (−1)) = 0.126928
+    cls = math.log1p(math.exp(-1.0))  # −log σ(+1·1) = −log σ(−1·−1) = 0.313262
+    assert math.isclose(float(cost_model_loss(cw, cb)), bt, rel_tol=1e-9)
+    got = cost_model_loss(cw, cb, t([1.0]), t([0.0]))
+    assert math.isclose(float(got), bt + 2 * cls, rel_tol=1e-9)  # 0.753452
+    # an unknown flag (NaN) drops its term only
+    got = cost_model_loss(cw, cb, t([1.0]), t([float("nan")]))
+    assert math.isclose(float(got), bt + cls, rel_tol=1e-9)
+    # a wrong sign costs more: the worse reply flagged safe, the better one unsafe
+    assert float(cost_model_loss(cw, cb, t([0.0]), t([1.0]))) > float(got)
+
+
+def test_safety_accuracy_counts_sign_agreement_on_known_flags():
+    costs = t([2.0, -1.0, 0.5, -3.0])
+    unsafe = t([1.0, 0.0, 0.0, float("nan")])
+    assert math.isclose(safety_accuracy(costs, unsafe), 2 / 3)
+    assert math.isnan(safety_accuracy(costs, t([float("nan")] * 4)))
