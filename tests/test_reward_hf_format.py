@@ -44,10 +44,9 @@ print(json.dumps({"scores": scores, "class": type(model).__name__,
 """
 
 
-@pytest.fixture(scope="module")
-def minilm_rm() -> RewardModel:
-    backbone, tok = load_backbone("minilm", "unused")
-    rm = RewardModel(backbone, tok, max_length=96, device="cpu")
+def _rm(backbone_name: str, max_length: int) -> RewardModel:
+    backbone, tok = load_backbone(backbone_name, "unused")
+    rm = RewardModel(backbone, tok, max_length=max_length, device="cpu")
     torch.manual_seed(0)
     with torch.no_grad():  # a head far from zero and a normalisation that matters
         rm.head.weight.normal_(0.0, 0.5)
@@ -55,6 +54,17 @@ def minilm_rm() -> RewardModel:
     rm.norm_mean.fill_(1.3)
     rm.norm_std.fill_(0.4)
     return rm.eval()
+
+
+@pytest.fixture(scope="module")
+def minilm_rm() -> RewardModel:
+    return _rm("minilm", 96)
+
+
+@pytest.fixture(scope="module")
+def llama_rm() -> RewardModel:
+    """`reward.backbone: policy` on the tiny policy: a Llama trunk, last-token pooling."""
+    return _rm("tiny-llama", 48)
 
 
 def _standalone_scores(folder: Path, tmp_path: Path) -> dict:
@@ -80,13 +90,19 @@ def _cli_scores(folder: Path, tmp_path: Path) -> list[float]:
 
 
 @pytest.mark.slow
-def test_plain_transformers_scores_like_alignkit_reward_score(minilm_rm, tmp_path):
+@pytest.mark.parametrize("which, cls, max_length", [
+    ("minilm_rm", "BertForSequenceClassification", 96),
+    ("llama_rm", "LlamaForSequenceClassification", 48),
+])
+def test_plain_transformers_scores_like_alignkit_reward_score(request, tmp_path, which, cls,
+                                                              max_length):
+    rm = request.getfixturevalue(which)
     folder = tmp_path / "reward_model"
-    minilm_rm.save(folder, {"backbone": "minilm"})
+    rm.save(folder, {"backbone": which})
     cli = _cli_scores(folder, tmp_path)
     out = _standalone_scores(folder, tmp_path)
-    assert out["class"] == "BertForSequenceClassification"
-    assert max(out["lengths"]) == 96  # the long texts were cut at the RM's max_length
+    assert out["class"] == cls
+    assert max(out["lengths"]) == max_length  # the long texts were cut at the RM's max_length
     assert max(abs(a - b) for a, b in zip(out["scores"], cli, strict=True)) < 1e-4, (out, cli)
     assert max(abs(s) for s in cli) > 1.0  # the normalisation is in: raw scores are not these
 
@@ -126,8 +142,24 @@ def test_old_folders_still_load(minilm_rm, tmp_path):
                                minilm_rm.score(PROMPTS, COMPLETIONS), atol=1e-6, rtol=0)
 
 
-def test_a_decoder_reward_model_keeps_the_alignkit_layout(tmp_path):
-    backbone, tok = load_backbone("tiny-llama", "unused")
+def test_a_llama_reward_model_loads_back_from_its_standard_folder(llama_rm, tmp_path):
+    before = llama_rm.score(PROMPTS, COMPLETIONS)
+    llama_rm.save(tmp_path / "rm")
+    meta = json.loads((tmp_path / "rm" / META).read_text())
+    assert meta["format"] == "sequence-classification"
+    again = RewardModel.load(tmp_path / "rm", device="cpu")
+    assert again.pooling == "last" and not again.backbone.config.attention_bias
+    torch.testing.assert_close(again.score(PROMPTS, COMPLETIONS), before, atol=1e-5, rtol=0)
+
+
+def test_other_backbones_keep_the_alignkit_layout(tmp_path):
+    from transformers import GPT2Config, GPT2Model
+
+    from alignkit.models.loading import TINY, load_tokenizer
+
+    tok = load_tokenizer(TINY)
+    torch.manual_seed(0)
+    backbone = GPT2Model(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tok)))
     rm = RewardModel(backbone, tok, max_length=32, device="cpu")
     before = rm.score(PROMPTS[:2], COMPLETIONS[:2])
     rm.save(tmp_path / "rm")

@@ -5,10 +5,11 @@ mean/std (computed on a reference set after training) makes scores comparable ac
 runs and gives PPO rewards of unit scale.
 
 A BERT reward model (the default MiniLM) is saved as a standard
-``BertForSequenceClassification`` folder (``alignkit.reward.hf_format``): TRL, OpenRLHF or
-plain transformers score with it exactly as ``alignkit reward score`` does, normalisation
-included. Other backbones (decoders) keep the alignkit layout: the backbone's own folder
-plus ``reward_head.safetensors`` and ``alignkit_reward.json``. Both load with
+``BertForSequenceClassification`` folder and a Llama one (``reward.backbone: policy``) as a
+``LlamaForSequenceClassification`` (``alignkit.reward.hf_format``): TRL, OpenRLHF or plain
+transformers score with it exactly as ``alignkit reward score`` does, normalisation
+included. Other backbones keep the alignkit layout: the backbone's own folder plus
+``reward_head.safetensors`` and ``alignkit_reward.json``. Both load with
 ``RewardModel.load``, as do folders written before the standard format existed.
 """
 
@@ -126,9 +127,10 @@ class RewardModel(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         layout: dict = {"format": "alignkit"}
-        if hf_format.supports(self.backbone, self.pooling):
+        pad = self.tokenizer.pad_token_id
+        if hf_format.supports(self.backbone, self.pooling, pad):
             cfg, state = hf_format.to_sequence_classification(
-                self.backbone, self.head, float(self.norm_mean), float(self.norm_std))
+                self.backbone, self.head, float(self.norm_mean), float(self.norm_std), pad)
             cfg.save_pretrained(path)
             save_file(state, path / "model.safetensors", metadata={"format": "pt"})
             layout = {"format": hf_format.FORMAT,
@@ -152,6 +154,12 @@ class RewardModel(nn.Module):
             tok.save_pretrained(path)
         finally:
             tok.model_max_length = before
+        # Not every tokenizer records these (a GGUF-loaded one does not): write them.
+        cfg_path = path / "tokenizer_config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        cfg.update(truncation_side="left", padding_side="right",
+                   model_max_length=self.max_length)
+        cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> RewardModel:
