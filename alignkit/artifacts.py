@@ -1,3 +1,4 @@
+# Over 400 lines: every record of the run directory in one module, on purpose.
 """Typed records the stages hand each other and write to the run directory, and the metric
 names of metrics.jsonl. Nothing outside this module reads JSON keys of a run directory.
 
@@ -54,12 +55,18 @@ TIME_ROLLOUT = "time/rollout"
 TIME_UPDATE = "time/update"
 TIME_STEP = "time/step"
 TIME_PREFIX = "time/"
+# Safe RLHF (ppo.cost): the reward and cost models' means and the multiplier of the step;
+# objective/scores is then the combined score (R − λC)/(1 + λ) that PPO optimises.
+REWARD = "objective/reward"
+COST = "objective/cost"
+LAMBDA = "objective/lambda"
 
 TRL_METRICS = (KL, ENTROPY, NON_SCORE_REWARD, RLHF_REWARD, SCORES, APPROXKL, CLIPFRAC,
                LOSS_POLICY, LOSS_VALUE, VALUE_CLIPFRAC, POLICY_ENTROPY, RATIO, NUM_EOS, LR,
                EPISODE, EPS)
 ALIGNKIT_METRICS = (STEP, KL_COEF, GOLD, LENGTH, ENSEMBLE_STD, TIME_GENERATION,
-                    TIME_REFERENCE, TIME_SCORING, TIME_ROLLOUT, TIME_UPDATE, TIME_STEP)
+                    TIME_REFERENCE, TIME_SCORING, TIME_ROLLOUT, TIME_UPDATE, TIME_STEP,
+                    REWARD, COST, LAMBDA)
 _OLD_METRIC_NAMES = {"episodes": EPISODE}
 
 MetricsRow = dict[str, float]  # one PPO step: metric name (above) → value
@@ -298,6 +305,24 @@ class RewardReport(Record):
     score_hist: dict[str, list[float]] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)
     ensemble_accuracies: list[float] = field(default_factory=list)
+    safety_accuracy: float | None = None  # cost model: cost > 0 ⇔ flagged unsafe, held out
+
+
+@dataclass
+class SLCAIResult(Record):
+    """sl_cai/report.json: how many critique → revision chains declined, what SFT saw."""
+
+    harmful_prompts: int = 0
+    revisions: int = 0
+    revisions_refusing: int = 0
+    harmful_kept: int = 0
+    originals_refusing: int = 0
+    benign_prompts: int = 0
+    benign_kept: int = 0
+    judge: str = ""
+    sft_steps: int = 0
+    sft_first_loss: float | None = None
+    sft_last_loss: float | None = None
 
 
 # --- PPO and the guard ------------------------------------------------------------------------
@@ -315,6 +340,9 @@ class PPOSummary(Record):
     gold_start: float | None
     gold_end: float | None
     seconds_per_iteration: float
+    cost_start: float | None = None  # Safe RLHF: the cost model's mean, and the last λ
+    cost_end: float | None = None
+    lambda_end: float | None = None
 
 
 @dataclass
@@ -511,6 +539,66 @@ class RunReport(Record):
     ai_feedback: AIFeedbackSummary | None = None
     filter: FilterSummary | None = None
     redteam: dict[str, Any] | None = None  # the red team's own record (safety/redteam.py)
+    cost_model: RewardReport | None = None  # Safe RLHF (ppo.cost: model)
+    sl_cai: SLCAIResult | None = None
+    hh: HHEvaluation | None = None  # data.prompts: hh
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in super().to_json().items() if v is not None}
+
+
+# --- helpful and harmless ----------------------------------------------------------------------
+@dataclass
+class RateResult(Record):
+    """One judge on one set: the share counted (complied / refused) per checkpoint, their
+    Wilson 95% CIs, and the paired bootstrap CI of aligned − base."""
+
+    base: float = 0.0
+    aligned: float = 0.0
+    sl_cai: float | None = None
+    paired_diff_ci95: list[float] = field(default_factory=list)
+    n: int = 0
+    ci95: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class MeanResult(Record):
+    base: float = 0.0
+    aligned: float = 0.0
+    sl_cai: float | None = None
+    paired_diff_ci95: list[float] = field(default_factory=list)
+    n: int = 0
+    ci95: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class HHSample(Record):
+    """A reply per checkpoint to one held-out prompt (masked for harmful sets)."""
+
+    set: str = ""
+    prompt: str = ""
+    replies: dict[str, str] = field(default_factory=dict)
+    verdicts: dict[str, bool] = field(default_factory=dict)  # counted by the first judge
+
+
+@dataclass
+class JudgeNote(Record):
+    source: str = ""
+    blind_spots: str = ""
+
+
+@dataclass
+class HHEvaluation(Record):
+    """hh_evaluation.json and report.json's ``hh``: base vs SL-CAI vs aligned."""
+
+    judges: list[str] = field(default_factory=list)
+    judge_notes: dict[str, JudgeNote] = field(default_factory=dict)
+    harmful_heldout: dict[str, RateResult] = field(default_factory=dict)
+    harmbench: dict[str, RateResult] = field(default_factory=dict)
+    jailbreak: dict[str, RateResult] = field(default_factory=dict)
+    benign_refusal: dict[str, RateResult] = field(default_factory=dict)
+    lookalike_refusal: dict[str, RateResult] = field(default_factory=dict)
+    benign_helpfulness: MeanResult = field(default_factory=MeanResult)
+    honesty: dict[str, float | None] = field(default_factory=dict)
+    rtp_profanity: MeanResult | None = None
+    samples: list[HHSample] = field(default_factory=list)

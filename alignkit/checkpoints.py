@@ -35,17 +35,18 @@ class TrainState:
     kl_ctl: dict[str, Any] = field(default_factory=dict)
     metrics_lines: int = 0  # metrics.jsonl / samples.jsonl lengths at this step, so a
     samples_lines: int = 0  # resumed run cuts the logs of steps it will redo
+    safety: dict[str, Any] = field(default_factory=dict)  # Safe RLHF's λ (ppo.cost)
 
     def to_file(self) -> dict[str, Any]:
         return {"weights": self.weights, "optimizer": self.optimizer, "kl_ctl": self.kl_ctl,
                 "step": self.step, "metrics_lines": self.metrics_lines,
-                "samples_lines": self.samples_lines}
+                "samples_lines": self.samples_lines, "safety": self.safety}
 
     @classmethod
     def from_file(cls, data: dict[str, Any]) -> TrainState:
         return cls(data["weights"], int(data["step"]), data.get("optimizer") or {},
                    data.get("kl_ctl") or {}, int(data.get("metrics_lines", 0)),
-                   int(data.get("samples_lines", 0)))
+                   int(data.get("samples_lines", 0)), data.get("safety") or {})
 
 
 class CheckpointError(RuntimeError):

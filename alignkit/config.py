@@ -45,8 +45,10 @@ class ModelConfig(Section):
         "(random, for tests) or any Hugging Face causal-LM id or local path.",
     )
     dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Weight dtype. fp32 on CPU (bf16 matmuls are slower there); on "
-        "a GPU the weights stay fp32 too and bf16 autocast lowers only the matmuls.",
+        "float32", description="Base weight dtype. 'bfloat16' stores the frozen trunk in bf16 "
+        "(LoRA only; the LM head, adapters, value head, log-probs, losses and optimizer stay "
+        "fp32): half the memory, and faster where the CPU has AVX512-BF16/AMX or on a GPU; "
+        "old log-probs then come from the update's own pass. fp32 is the exact default.",
     )
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
@@ -258,11 +260,9 @@ class PPOConfig(Section):
     synthetic_token: str = Field(" the", description="Target token of the synthetic reward.")
     cost: Literal["none", "model", "synthetic"] = Field(
         "none", description="Cost source for Safe RLHF: 'model' = the trained cost model "
-        "(higher = more harmful), 'synthetic' = share of synthetic_cost_token (tests), 'none' "
-        "= reward only.")
-    synthetic_cost_token: str = Field(" the", description="Token whose share is the synthetic "
-                                      "cost (the same as the reward's makes a known optimum: "
-                                      "reward = cost = the limit).")
+        "(higher = more harmful), 'synthetic' = the synthetic reward itself (tests: with "
+        "reward = cost the constrained optimum is known, reward = cost = cost_limit), "
+        "'none' = reward only.")
     cost_objective: Literal["lagrangian", "fixed"] = Field(
         "lagrangian", description="'lagrangian': score (R − λC)/(1 + λ) with λ learned by dual "
         "ascent on the batch's mean cost (Safe RLHF); 'fixed': R − λC with λ = lambda_init "
@@ -276,6 +276,11 @@ class PPOConfig(Section):
                              "mean cost above the limit, per PPO step.")
     checkpoint_every: int = Field(4, ge=1, description="Steps between checkpoints.")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of sampling and minibatch order.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute the policy trunk's layer activations in the update's "
+        "backward instead of keeping them: ~1/3 more compute, far less memory for long "
+        "responses and large batches (off: the default batch fits).",
+    )
 
     @model_validator(mode="after")
     def _batch_fits(self) -> PPOConfig:
@@ -386,7 +391,13 @@ class RunConfig(Section):
         "Not part of any stage hash: it changes where work runs, not what is computed.")
 
     def section_hash(self, *names: str) -> str:
-        """Hash of the named sections, so a stage reruns only when its inputs changed."""
+        """Hash of the named sections, so a stage reruns only when its inputs changed.
+
+        A section that is not in use (SL-CAI switched off, no cost model) leaves the hash
+        alone: it changes nothing downstream, and runs made before it existed keep their
+        hashes."""
+        in_use = {"sl_cai": self.sl_cai.enabled, "cost": self.ppo.cost == "model"}
+        names = tuple(n for n in names if in_use.get(n, True))
         blob = json.dumps({n: getattr(self, n).model_dump() for n in names}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

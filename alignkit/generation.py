@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformers import PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 
 from alignkit.models.device import precision
 from alignkit.models.policy import Policy, log_prob_from_softmax
@@ -88,58 +89,114 @@ def _inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Ten
     return (b * _BLOCK + t).squeeze(1)
 
 
+class _PreallocatedLayer(DynamicLayer):
+    """One layer's KV cache written in place into buffers sized for prompt + response.
+
+    The growing cache concatenates keys and values at every step (2 × layers fresh copies
+    of everything cached so far, per token); this one copies only the new position. It
+    hands attention a view of the filled part, so attention sees exactly the keys of the
+    growing cache — same shapes, same sums, same tokens (a view over the whole buffer with
+    the tail masked would change the softmax's summation order and, rarely, a token).
+    """
+
+    def __init__(self, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.filled = 0
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        B, H, _, Dk = key_states.shape
+        self._k = key_states.new_empty(B, H, self.max_len, Dk)
+        self._v = value_states.new_empty(B, H, self.max_len, value_states.shape[-1])
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args: object,
+               **kwargs: object) -> tuple[Tensor, Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.filled + key_states.shape[-2]
+        if end > self.max_len:
+            raise RuntimeError(f"KV cache holds {self.max_len} positions, asked for {end}")
+        self._k[:, :, self.filled : end].copy_(key_states)
+        self._v[:, :, self.filled : end].copy_(value_states)
+        self.filled = end
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.keys, self.values
+
+
+def _static_cache(trunk: torch.nn.Module, max_len: int) -> Cache | None:
+    """A preallocated KV cache of ``max_len`` positions for ``trunk``'s layers, or None for
+    an architecture whose config does not say how many layers it has (then the growing
+    cache is used)."""
+    cfg = trunk.config.get_text_config(decoder=True)
+    n = getattr(cfg, "num_hidden_layers", None)
+    if not isinstance(n, int) or getattr(cfg, "add_cross_attention", False):
+        return None
+    return Cache(layers=[_PreallocatedLayer(max_len) for _ in range(n)])
+
+
 @torch.no_grad()
 def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens: int,
            stop_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
-           generator: torch.Generator | None = None, reference: bool = False) -> Generation:
+           generator: torch.Generator | None = None, reference: bool = False,
+           static_cache: bool = True) -> Generation:
     """Sample up to ``max_new_tokens`` per row, stopping rows at their first stop token.
 
     Runs where the policy lives (inputs are moved there); the trunk under the device's
     precision (bf16 autocast on GPUs), the heads and the sampling maths in fp32.
+    ``static_cache`` preallocates the KV cache and the attention mask for prompt + response
+    (the same tokens as the growing cache for the same generator, without its per-step
+    copies of every layer's keys and values).
     """
     trunk, head = policy.trunk(reference), policy.head(reference)
     dev = policy.device
     query_ids, query_mask = query_ids.to(dev), query_mask.to(dev)
-    B = query_ids.size(0)
+    B, P = query_ids.shape
     stop = torch.tensor(stop_ids, dtype=torch.long, device=dev)
-    attn = query_mask.clone()
-    pos = (attn.long().cumsum(-1) - 1).clamp_min(0)
+    pos = (query_mask.long().cumsum(-1) - 1).clamp_min(0)
+    cache = _static_cache(trunk, P + max_new_tokens) if static_cache else None
+    # the whole mask up front, a view of its first P + t columns at step t: response
+    # positions are 1 (a stopped row keeps attending to its pad tokens, as it always did)
+    full_mask = torch.cat([query_mask, query_mask.new_ones(B, max_new_tokens)], dim=1)
+    attn = full_mask[:, :P]
 
-    def step(**inputs) -> tuple[object, Tensor]:
+    def step(**inputs) -> tuple[Cache, Tensor]:
         with precision(dev):
-            out = trunk(attention_mask=attn, use_cache=True, **inputs)
+            out = trunk(attention_mask=attn, use_cache=True, past_key_values=cache, **inputs)
         h = out.last_hidden_state[:, -1]
         return out.past_key_values, h.to(getattr(head, "weight", h).dtype)
 
     cache, h = step(input_ids=query_ids, position_ids=pos)
     next_pos = pos[:, -1:] + 1
-    tokens, logps, values = [], [], []
+    tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
+    logps = torch.zeros(B, max_new_tokens, device=dev)
+    values = torch.zeros(B, max_new_tokens, device=dev)
+    masks = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
-    alive = torch.ones(B, dtype=torch.bool, device=dev)  # inside the response (before/at stop)
-    masks = []
-    for _ in range(max_new_tokens):
+    n = 0
+    for t in range(max_new_tokens):
         logits = head(h).float()
         if temperature != 1.0:
-            logits = logits / temperature
-        values.append(policy.values(h))
+            logits.div_(temperature)
+        values[:, t] = policy.values(h)
         logits = top_p_filter(logits, top_p)
         probs = torch.softmax(logits, dim=-1)
         tok = _inverse_cdf_sample(probs, generator)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        logps.append(log_prob_from_softmax(logits, probs, tok))
-        tokens.append(tok)
-        masks.append(alive.clone())
+        tok.masked_fill_(done, pad_id)
+        logps[:, t] = log_prob_from_softmax(logits, probs, tok)
+        tokens[:, t] = tok
+        masks[:, t] = ~done
         done = done | torch.isin(tok, stop)
-        alive = ~done
-        if bool(done.all()):
+        n = t + 1
+        if bool(done.all()) or n == max_new_tokens:
             break
-        attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)
-        cache, h = step(input_ids=tok[:, None], position_ids=next_pos, past_key_values=cache)
+        attn = full_mask[:, : P + n]
+        cache, h = step(input_ids=tok[:, None], position_ids=next_pos)
         next_pos = next_pos + 1
-    mask = torch.stack(masks, 1).to(torch.float32)
+    mask = masks[:, :n].to(torch.float32)
     return Generation(
         query_ids=query_ids, query_mask=query_mask,
-        response_ids=torch.stack(tokens, 1), response_mask=mask,
-        logprobs=torch.stack(logps, 1) * mask, values=torch.stack(values, 1) * mask,
+        response_ids=tokens[:, :n].contiguous(), response_mask=mask,
+        logprobs=logps[:, :n] * mask, values=values[:, :n] * mask,
         ended=done,
     )

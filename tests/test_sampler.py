@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from alignkit.generation import _inverse_cdf_sample
@@ -31,3 +32,49 @@ def test_same_generator_same_draws() -> None:
     a = _inverse_cdf_sample(probs, torch.Generator().manual_seed(7))
     b = _inverse_cdf_sample(probs, torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+def _tiny_policy(tok, gpt2: bool = False):
+    from alignkit.config import ModelConfig
+    from alignkit.models.loading import TINY, load_causal_lm
+    from alignkit.models.policy import Policy
+
+    if gpt2:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(0)
+        lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32,
+                                        n_layer=2, n_head=2, tie_word_embeddings=False,
+                                        bos_token_id=tok.bos_token_id,
+                                        eos_token_id=tok.eos_token_id))
+        lm.lm_head.weight.data.normal_(0.0, 1.0)
+        return Policy(lm.eval(), ModelConfig(name=TINY, lora_r=4, lora_alpha=8, device="cpu"))
+    return Policy(load_causal_lm(TINY, tok), ModelConfig(name=TINY, lora_r=4, lora_alpha=8,
+                                                        device="cpu"))
+
+
+@pytest.mark.parametrize("gpt2", [False, True])
+def test_static_cache_samples_the_same_tokens_as_the_growing_cache(tiny_tokenizer, gpt2):
+    """Same seed → same tokens, masks, log-probs and values with the preallocated cache
+    (ragged left-padded prompts, rows stopping at different steps)."""
+    from alignkit.generation import _static_cache, encode_prompts, sample
+
+    tok = tiny_tokenizer
+    policy = _tiny_policy(tok, gpt2)
+    assert _static_cache(policy.trunk(), 20) is not None  # the static path really runs
+    q, qm = encode_prompts(tok, ["hello there", "a much longer prompt about cats", "x"])
+    assert (qm == 0).any()  # really ragged
+    # stop on a token the random model actually emits, so rows end at different steps
+    probe = sample(policy, q, qm, 12, [], tok.pad_token_id, temperature=0.9,
+                   generator=torch.Generator().manual_seed(1), static_cache=False)
+    stop = [int(probe.response_ids[0, 3])]
+    outs = [sample(policy, q, qm, 12, stop, tok.pad_token_id, temperature=0.9,
+                   generator=torch.Generator().manual_seed(1), static_cache=s)
+            for s in (False, True)]
+    dyn, sta = outs
+    assert dyn.ended.any()
+    assert torch.equal(dyn.response_ids, sta.response_ids)
+    assert torch.equal(dyn.response_mask, sta.response_mask)
+    assert torch.equal(dyn.ended, sta.ended)
+    torch.testing.assert_close(sta.logprobs, dyn.logprobs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sta.values, dyn.values, rtol=1e-5, atol=1e-5)

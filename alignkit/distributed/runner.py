@@ -1,3 +1,4 @@
+# Over 400 lines: the Ray driver loop with its lag, lost-worker and guard handling.
 """PPO on a Ray cluster: rollout workers sample, learners update, weights flow back.
 
 Per step the driver (this process) splits the step's prompts between the workers by

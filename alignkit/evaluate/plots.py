@@ -1,3 +1,4 @@
+# Over 400 lines: one function per figure of the report, sharing one style.
 """Matplotlib figures of a run (or several runs overlaid) for the HTML report.
 
 Figures are built with ``matplotlib.figure.Figure`` directly, never through pyplot: pyplot

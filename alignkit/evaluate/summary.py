@@ -31,6 +31,9 @@ def build_report(run: RunDir, cfg: RunConfig) -> A.RunReport:
     report.filter = A.FilterSummary.read(run.filter_report)
     redteam = A.RedTeamFile.read(run.redteam_report)
     report.redteam = redteam.redteam if redteam is not None else None
+    report.cost_model = A.RewardReport.read(run.cost_report)
+    report.sl_cai = A.SLCAIResult.read(run.sl_cai_report)
+    report.hh = A.HHEvaluation.read(run.hh_evaluation)
     return report
 
 
@@ -44,5 +47,7 @@ def ppo_summary(rows: list[A.MetricsRow], cfg: RunConfig) -> A.PPOSummary | None
         reward_start=float(np.mean([r[A.SCORES] for r in rows[:3]])),
         reward_end=float(np.mean([r[A.SCORES] for r in rows[-3:]])),
         gold_start=A.mean_metric(rows[:3], A.GOLD), gold_end=A.mean_metric(rows[-3:], A.GOLD),
+        cost_start=A.mean_metric(rows[:3], A.COST), cost_end=A.mean_metric(rows[-3:], A.COST),
+        lambda_end=rows[-1].get(A.LAMBDA),
         seconds_per_iteration=float(np.median([r[A.TIME_STEP] for r in rows])))
 

@@ -1,3 +1,4 @@
+# Over 400 lines: the store's schema queries and their transactions, one database API.
 """The feedback store: prompts, completions, labelers and their rankings, in one database.
 
 SQLite (the default, one file in the run directory) or PostgreSQL (a labeler team on a
@@ -417,10 +418,6 @@ class FeedbackStore:
         if not all(isinstance(v, str) for v in out.values()):
             raise FeedbackError("every guideline must be text", field="guidelines")
         return out
-
-    def set_guideline(self, criterion: str, guideline: str) -> None:
-        with self._write() as s:
-            s.merge(CriterionRow(name=criterion, guideline=guideline))
 
     def guideline(self, criterion: str) -> str:
         with self._read() as s:

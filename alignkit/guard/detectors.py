@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from alignkit.artifacts import Alarm
+from alignkit.artifacts import Alarm, GaoFitRecord
 
 
 def _change(steps: Sequence[float], values: Sequence[float]) -> float:
@@ -51,20 +50,11 @@ def kl_budget(step: int, kl: Sequence[float], budget: float, samples: Sequence[s
 
 
 # --- proxy vs gold ----------------------------------------------------------------------------
-@dataclass
-class GaoFit:
+class GaoFit(GaoFitRecord):
     """gold − gold₀ ≈ d(α − β·ln d), d = √KL (Gao, Schulman & Hilton 2022, RL form).
 
     With β > 0 gold peaks at d* = exp(α/β − 1): optimising the proxy past d* lowers gold.
     """
-
-    alpha: float
-    beta: float
-    gold0: float
-    d_peak: float | None
-    gold_peak: float | None
-    r2: float | None
-    points: int
 
     def predict(self, d: np.ndarray) -> np.ndarray:
         d = np.asarray(d, dtype=np.float64)

@@ -271,7 +271,7 @@ class Guard:
             "alarms": [a.to_dict() for a in self.alarms],
             "stopped": self.stopped,
             "best": self.best,
-            "gao_fit": None if fit is None else fit.__dict__,
+            "gao_fit": None if fit is None else fit.to_json(),
             "evaluations": self.evaluations,
             "config": self.cfg.model_dump(),
         }

@@ -8,8 +8,10 @@ trained weights come from a checkpoint (``alignkit.checkpoints``), not from here
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from alignkit.config import ModelConfig
@@ -42,3 +44,22 @@ def build_policy(m: ModelConfig, seed: int) -> BuiltPolicy:
     torch.manual_seed(seed)
     lm = build_base(m, tok, seed)
     return BuiltPolicy(tok, Policy(lm, m), stop_token_ids(tok, lm))
+
+
+WARM_START = "adapter_state.safetensors"
+
+
+def save_warm_start(policy: Policy, folder: Path) -> None:
+    """The SL-CAI adapters, before they are folded into the base (``absorb_adapters``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lora = {k: v.contiguous() for k, v in policy.adapter_state().items() if "lora_" in k}
+    save_file(lora, str(folder / WARM_START))
+
+
+def apply_warm_start(policy: Policy, folder: Path) -> None:
+    """Rebuild the SL-CAI model in a fresh policy: load its adapters, fold them into the base
+    and start fresh adapters — what the sl_cai stage left in memory, in any process."""
+    from alignkit.checkpoints import load_weights
+
+    load_weights(policy, load_file(str(folder / WARM_START)), f"SL-CAI adapter {folder}")
+    policy.absorb_adapters()

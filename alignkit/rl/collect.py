@@ -24,10 +24,11 @@ from alignkit.config import GenerateConfig, PPOConfig
 from alignkit.generation import Generation, encode_prompts, sample
 from alignkit.models.policy import Policy
 from alignkit.rl import math as M
-from alignkit.rl.rollout import Rollout, Scorer, response_forward
+from alignkit.rl.rollout import Rollout, Scorer, response_forward, with_policy_logprobs
 
 if TYPE_CHECKING:
     from alignkit.generation_vllm import VLLMSampler
+    from alignkit.rl.lagrangian import SafetyObjective
 
 GoldFn = Callable[[list[str]], np.ndarray]
 
@@ -74,6 +75,8 @@ def sample_with_reference(policy: Policy, tok: PreTrainedTokenizerBase, prompts:
         with policy.merged():
             gen = sample(policy, q, qm, g.max_new_tokens, stop_ids, tok.pad_token_id,
                          g.temperature, g.top_p, torch.Generator().manual_seed(seed))
+        if policy.low_precision_base:  # bf16: decoding rounds unlike the update
+            gen = with_policy_logprobs(policy, gen, g.temperature)
     t1 = time.perf_counter()
     ref, kl = reference_kl(policy, gen, g.temperature, estimator)
     return Sampled(gen, ref, kl, t1 - t0, time.perf_counter() - t1)
@@ -95,9 +98,11 @@ class RolloutCollector:
     def __init__(self, policy: Policy, tokenizer: PreTrainedTokenizerBase, scorer: Scorer,
                  cfg: PPOConfig, gen: GenerateConfig, stop_ids: list[int],
                  chat_template: bool = False, gold: GoldFn | None = None,
-                 sampler: VLLMSampler | None = None) -> None:
+                 sampler: VLLMSampler | None = None, cost_scorer: Scorer | None = None
+                 ) -> None:
         self.policy, self.tok, self.scorer, self.cfg, self.gen_cfg = (policy, tokenizer, scorer,
                                                                       cfg, gen)
+        self.cost_scorer = cost_scorer  # Safe RLHF: scores become (R − λC)/(1 + λ)
         self.stop_ids, self.chat_template, self.gold = stop_ids, chat_template, gold
         self.sampler = sampler  # None = alignkit's own sampler (generate.engine native)
 
@@ -107,15 +112,24 @@ class RolloutCollector:
                                      self.chat_template, self.sampler, version)
 
     @torch.no_grad()
-    def collect(self, prompts: list[str], seed_key: int, kl_coef: float, version: int = 0
-                ) -> RolloutBatch:
-        """One batch for ``prompts``; ``seed_key`` fixes the draw (the step, locally)."""
+    def collect(self, prompts: list[str], seed_key: int, kl_coef: float, version: int = 0,
+                safety: SafetyObjective | None = None) -> RolloutBatch:
+        """One batch for ``prompts``; ``seed_key`` fixes the draw (the step, locally);
+        ``safety`` combines reward and cost when there is a cost scorer."""
         cfg = self.cfg
         s = self.sample(prompts, cfg.seed * 7919 + seed_key, version)
         gen, mask, kl = s.gen, s.gen.response_mask, s.kl
         t2 = time.perf_counter()
         texts = gen.texts(self.tok)
         scores = self.scorer(prompts, texts, gen).float().to(mask.device)
+        safe_stats: A.MetricsRow = {}
+        if self.cost_scorer is not None:
+            if safety is None:
+                raise ValueError("ppo.cost: a cost scorer needs the trainer's SafetyObjective")
+            cost = self.cost_scorer(prompts, texts, gen).float().to(mask.device)
+            safe_stats = {A.REWARD: scores.mean().item(), A.COST: cost.mean().item(),
+                          A.LAMBDA: safety.lam}
+            scores = safety.score(scores, cost)
         raw_scores = scores.clone()
         if cfg.missing_eos_penalty is not None:
             scores = scores - cfg.missing_eos_penalty * (~gen.ended).float()
@@ -137,6 +151,7 @@ class RolloutCollector:
             A.TIME_GENERATION: s.seconds_generation,
             A.TIME_REFERENCE: s.seconds_reference,
             A.TIME_SCORING: t3 - t2,
+            **safe_stats,
         }
         if self.gold is not None:
             stats[A.GOLD] = float(np.mean(self.gold(texts)))

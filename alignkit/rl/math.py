@@ -153,11 +153,6 @@ def grpo_advantages(scores: Tensor, eps: float = 1e-4) -> Tensor:
     return (scores - mean) / (std + eps)
 
 
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """H = logsumexp(z) − Σ softmax(z)·z, per position."""
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
 
 def dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor,
              ref_rejected: Tensor, beta: float = 0.1) -> tuple[Tensor, Tensor]:

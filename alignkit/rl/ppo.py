@@ -39,6 +39,7 @@ from alignkit.rl.data_parallel import (
     rank_slice,
 )
 from alignkit.rl.kl_control import FixedKL, make_kl_controller
+from alignkit.rl.lagrangian import SafetyObjective
 from alignkit.rl.rollout import Rollout, Scorer, response_forward
 from alignkit.rundir import RunDir
 
@@ -79,15 +80,20 @@ class PPOTrainer:
     def __init__(self, policy: Policy, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
                  scorer: Scorer, cfg: PPOConfig, gen: GenerateConfig, out_dir: Path,
                  stop_ids: list[int], chat_template: bool = False,
-                 gold: GoldFn | None = None, sampler: VLLMSampler | None = None) -> None:
+                 gold: GoldFn | None = None, sampler: VLLMSampler | None = None,
+                 cost_scorer: Scorer | None = None) -> None:
         if not prompts:
             raise ValueError("ppo: no training prompts — check data.prompts")
         if cfg.algorithm != "ppo" and cfg.samples_per_prompt < 2:
             raise ValueError(f"ppo.samples_per_prompt must be >= 2 for {cfg.algorithm}")
         self.policy, self.tok, self.prompts, self.cfg, self.gen_cfg = (policy, tokenizer,
                                                                        prompts, cfg, gen)
+        policy.gradient_checkpointing = cfg.gradient_checkpointing  # the update's forwards
         self.collector = RolloutCollector(policy, tokenizer, scorer, cfg, gen, stop_ids,
-                                          chat_template, gold, sampler)
+                                          chat_template, gold, sampler, cost_scorer)
+        # Safe RLHF: λ of the reward–cost trade-off, moved by dual ascent in finish_step.
+        self.safety = (SafetyObjective(cfg.cost_objective, cfg.cost_limit, cfg.lambda_lr,
+                                       cfg.lambda_init) if cost_scorer is not None else None)
         run = RunDir(out_dir)
         self.out_dir, self.ckpt_dir = run.path, run.checkpoints
         self.metrics_path, self.samples_path = run.metrics, run.samples
@@ -127,7 +133,7 @@ class PPOTrainer:
     def rollout(self, step: int) -> tuple[Rollout, list[str], list[str], dict]:
         """Part 1: the step's batch, sampled with the current weights and β."""
         b = self.collector.collect(self.batch_prompts(step), step, self.kl_ctl.value,
-                                   self.step)
+                                   self.step, self.safety)
         return b.roll, b.prompts, b.texts, b.stats
 
     # --- 2. update -----------------------------------------------------------------------
@@ -191,6 +197,8 @@ class PPOTrainer:
         to metrics.jsonl with 4 samples to samples.jsonl unless ``log`` is False)."""
         n = batch.roll.query_ids.size(0)
         self.kl_ctl.update(stats[A.KL], n)
+        if self.safety is not None:
+            self.safety.update(stats[A.COST])
         self.step += 1
         now = time.perf_counter()
         episode = self.step * n
@@ -219,7 +227,7 @@ class PPOTrainer:
             while self.step < total:
                 t0 = time.perf_counter()
                 batch = self.collector.collect(self.batch_prompts(self.step), self.step,
-                                               self.kl_ctl.value, self.step)
+                                               self.kl_ctl.value, self.step, self.safety)
                 t1 = time.perf_counter()
                 stats = {**batch.stats, **self.update(batch.roll, self.step)}
                 stats = self.finish_step(batch, stats, t1 - t0, time.perf_counter() - t1)
@@ -251,7 +259,8 @@ class PPOTrainer:
         return checkpoints.save(self.ckpt_dir, checkpoints.TrainState(
             self.policy.adapter_state(), self.step, self.optimizer.state_dict(),
             self.kl_ctl.state_dict(), _count_lines(self.metrics_path),
-            _count_lines(self.samples_path)))
+            _count_lines(self.samples_path),
+            self.safety.state_dict() if self.safety is not None else {}))
 
     def load_checkpoint(self, path: Path | None = None, keep_logs: bool = False,
                         log: Callable[[str], None] | None = print) -> bool:
@@ -270,6 +279,8 @@ class PPOTrainer:
         checkpoints.load_weights(self.policy, state.weights, f"checkpoint {path}")
         self.optimizer.load_state_dict(state.optimizer)
         self.kl_ctl.load_state_dict(state.kl_ctl)
+        if self.safety is not None and state.safety:
+            self.safety.load_state_dict(state.safety)
         self.step = state.step
         if not keep_logs:
             _truncate_lines(self.metrics_path, state.metrics_lines)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -75,3 +75,14 @@ def response_forward(policy: Policy, query_ids: Tensor, query_mask: Tensor,
         entropy = ent.new_zeros(keep.numel()).index_copy(0, rows, ent).view_as(response_mask)
     values = policy.values(hidden) if with_values else None
     return logp, entropy, values
+
+
+def with_policy_logprobs(policy: Policy, gen: Generation, temperature: float) -> Generation:
+    """``gen`` with its old log-probs and values recomputed by the update's own pass.
+
+    PPO's first ratio π/π_old is exactly 1 only when π_old comes from the computation the
+    update repeats; a sampler whose arithmetic differs (a bf16 trunk's incremental
+    decoding, another engine) hands over tokens only."""
+    logp, _, values = response_forward(policy, gen.query_ids, gen.query_mask, gen.response_ids,
+                                       gen.response_mask, temperature)
+    return replace(gen, logprobs=logp * gen.response_mask, values=values * gen.response_mask)

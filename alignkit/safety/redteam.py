@@ -1,3 +1,4 @@
+# Over 400 lines: the red team's attacks, judging, statistics and report belong together.
 """Red teaming: run attacks, score responses with external judges, report, filter.
 
 - Attacks come from packaged sets (:mod:`alignkit.safety.attacks`) and from the model
@@ -23,11 +24,12 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from alignkit.artifacts import FilterSummary
 from alignkit.data.types import Pair
 from alignkit.evaluate.metrics import paired_diff_ci
 from alignkit.safety.attacks import GENERATED, Attack
@@ -279,18 +281,11 @@ def summarize(results: Sequence[AttackResult], judges: Sequence[Judge], threshol
 
 # -- removing harmful data ----------------------------------------------------------------
 
-@dataclass
-class FilterReport:
-    judge: str
-    threshold: float
-    action: str
-    total: int
-    removed: int = 0
-    flagged: int = 0
-    reasons: list[dict] = field(default_factory=list)  # masked, truncated
+class FilterReport(FilterSummary):
+    """What ``filter_pairs`` / ``filter_completions`` removed (filter_report.json)."""
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return self.to_json()
 
 
 def _masked(texts: list[str]) -> list[str]:
@@ -391,9 +386,8 @@ def load_target(spec: str, dtype: str = "float32"):
                              "checkpoints/latest — finish its ppo stage first")
         tok = load_tokenizer(spec)
         return load_causal_lm(spec, tok, dtype), tok, spec
-    from alignkit import checkpoints
     from alignkit.config import load_config
-    from alignkit.models.build import build_base, build_policy
+    from alignkit.models.build import build_base
     from alignkit.rundir import RunDir
 
     run = RunDir(spec)
@@ -406,12 +400,10 @@ def load_target(spec: str, dtype: str = "float32"):
         base = build_base(m, tok, cfg.seed)
         model = PeftModel.from_pretrained(base, run.policy).merge_and_unload()
     else:
-        built = build_policy(m, cfg.seed)
-        tok, policy = built.tokenizer, built.policy
-        found = checkpoints.load_latest(run.checkpoints, log=print)
-        if found is None:
-            raise ValueError(f"--model '{spec}': no readable checkpoint in checkpoints/")
-        checkpoints.load_weights(policy, found[1].weights, f"checkpoint {found[0]}")
+        from alignkit.models.run import load_run_policy
+
+        rp = load_run_policy(run.path)
+        tok, policy = rp.tokenizer, rp.policy
         model = policy.lm.merge_and_unload() if m.use_lora else policy.lm
     return model.eval(), tok, m.name
 
@@ -457,6 +449,20 @@ class RedTeamSettings:
     top: int = 5
 
 
+def _generated_attacks(attacker, respond: Respond, judges: list[Judge], st: RedTeamSettings,
+                       log: Callable[[str], None]) -> list:
+    """Attacks written by the model itself: zero-shot, then few-shot from the most harmful
+    zero-shot ones (Perez et al. 2022), each answered and judged."""
+    zero = generate_attacks(attacker.complete, st.generated // 2, seed=st.seed)
+    zero_res = run_attacks(respond, zero, judges, st.threshold)
+    pool = [(r.attack.text, r.harm[judges[0].name]) for r in zero_res]
+    few = generate_attacks(attacker.complete, st.generated - len(zero), pool,
+                           seed=st.seed + 1) if pool else []
+    gen_res = zero_res + run_attacks(respond, few, judges, st.threshold)
+    log(f"generated {len(gen_res)} attacks ({len(zero)} zero-shot, {len(few)} few-shot)")
+    return gen_res
+
+
 def run_redteam(model: str, out: str | Path, settings: RedTeamSettings | None = None,
                 baseline: str | None = "auto", log: Callable[[str], None] = print) -> dict:
     """Attack ``model`` (and ``baseline`` on the same attacks), write report.json,
@@ -465,7 +471,6 @@ def run_redteam(model: str, out: str | Path, settings: RedTeamSettings | None = 
     ``baseline='auto'``: a run directory is compared with its base model; a plain model
     with nothing. Generated attacks are written by ``model`` itself (the red-team LM).
     """
-    import json
     import time
 
     from alignkit.safety.attacks import load_attacks, parse_sets
@@ -487,16 +492,10 @@ def run_redteam(model: str, out: str | Path, settings: RedTeamSettings | None = 
     log(f"{model}: {len(results)} attacks, {sum(r.success for r in results)} successful "
         f"({time.perf_counter() - t0:.0f}s)")
     if GENERATED in names and st.generated > 0:
-        attacker = LMGenerator(lm, tok, 32, 1.0, 1.0, st.batch_size, st.seed + 1, 128)
-        zero = generate_attacks(attacker.complete, st.generated // 2, seed=st.seed)
-        zero_res = run_attacks(respond, zero, judges, st.threshold)
-        pool = [(r.attack.text, r.harm[judges[0].name]) for r in zero_res]
-        few = generate_attacks(attacker.complete, st.generated - len(zero), pool,
-                               seed=st.seed + 1) if pool else []
-        gen_res = zero_res + run_attacks(respond, few, judges, st.threshold)
+        gen_res = _generated_attacks(LMGenerator(lm, tok, 32, 1.0, 1.0, st.batch_size,
+                                                 st.seed + 1, 128), respond, judges, st, log)
         results += gen_res
         attacks = attacks + [r.attack for r in gen_res]
-        log(f"generated {len(gen_res)} attacks ({len(zero)} zero-shot, {len(few)} few-shot)")
     section = summarize(results, judges, st.threshold, st.top, embeddings=st.embeddings)
     section.update(model=model, settings=asdict(st))
     records = results_to_records(results, model)
@@ -516,6 +515,15 @@ def run_redteam(model: str, out: str | Path, settings: RedTeamSettings | None = 
     section["seconds"] = time.perf_counter() - t0
     report = {"run": {"name": f"red team: {Path(model).name}", "model": model,
                       "seconds_total": section["seconds"]}, "redteam": section}
+    _write_outputs(out, records, report, log)
+    return report
+
+
+def _write_outputs(out: Path, records: list[dict], report: dict,
+                   log: Callable[[str], None]) -> None:
+    """responses.jsonl (raw texts: a data file), report.json and its HTML view."""
+    import json
+
     with open(out / "responses.jsonl", "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -526,4 +534,3 @@ def run_redteam(model: str, out: str | Path, settings: RedTeamSettings | None = 
         write_report([out], out / "report.html")
     except Exception as e:  # the JSON is the result; the HTML is a view of it
         log(f"HTML report skipped: {type(e).__name__}: {e}")
-    return report

@@ -3,7 +3,7 @@
 A stage is a module with one function ``run(ctx, round, resume) -> StageResult`` and one
 ``Stage`` entry in ``REGISTRY`` below. The cycle runs, in registry order:
 
-1. the once-stages listed *before* the first per-round stage (none yet; SL-CAI goes here),
+1. the once-stages listed *before* the first per-round stage (SL-CAI),
 2. the per-round stages, ``rounds`` times (generate → feedback → pairs → reward → ppo),
 3. the once-stages listed *after* them (evaluate, report).
 
@@ -17,13 +17,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alignkit.stages import evaluate, feedback, generate, pairs, ppo, report, reward
+from alignkit.stages import (
+    evaluate,
+    evaluate_hh,
+    feedback,
+    generate,
+    pairs,
+    ppo,
+    report,
+    reward,
+    sl_cai,
+)
 from alignkit.stages.context import StageContext, StageResult
 
 StageFn = Callable[[StageContext, int | None, bool], StageResult]
 
-_UPSTREAM = ("model", "data", "generate", "feedback")
-_TRAINED = (*_UPSTREAM, "reward", "ppo", "guard")
+_POLICY = ("model", "data", "sl_cai")  # what the starting policy depends on
+_UPSTREAM = (*_POLICY, "generate", "feedback")
+_TRAINED = (*_UPSTREAM, "reward", "cost", "ppo", "guard")
 
 
 @dataclass(frozen=True)
@@ -35,12 +46,14 @@ class Stage:
 
 
 REGISTRY: dict[str, Stage] = {s.name: s for s in (
-    Stage("generate", generate.run, ("model", "data", "generate"), per_round=True),
+    Stage("sl_cai", sl_cai.run, _POLICY),
+    Stage("generate", generate.run, (*_POLICY, "generate"), per_round=True),
     Stage("feedback", feedback.run, _UPSTREAM, per_round=True),
     Stage("pairs", pairs.run, _UPSTREAM, per_round=True),
-    Stage("reward", reward.run, (*_UPSTREAM, "reward"), per_round=True),
+    Stage("reward", reward.run, (*_UPSTREAM, "reward", "cost"), per_round=True),
     Stage("ppo", ppo.run, _TRAINED, per_round=True),
     Stage("evaluate", evaluate.run, (*_TRAINED, "evaluate")),
+    Stage("evaluate_hh", evaluate_hh.run, (*_TRAINED, "evaluate")),
     Stage("report", report.run, (*_TRAINED, "evaluate")),
 )}
 STAGES = tuple(REGISTRY)

@@ -24,6 +24,7 @@ from alignkit.rundir import RunDir
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from alignkit.data.hh import HHSets
     from alignkit.feedback.store import FeedbackStore
     from alignkit.models.policy import Policy
     from alignkit.reward.model import RewardModel
@@ -87,11 +88,40 @@ class StageContext:
             from alignkit.data.prompts import load_prompts, split_prompts
 
             d = self.cfg.data
+            if d.prompts == "hh":  # train on every hh training request; RTP held out
+                return PromptSplit([p.text for p in self.hh_sets.train], self.hh_sets.rtp)
             train, held = split_prompts(load_prompts(d.prompts), d.eval_prompts, d.seed)
             return PromptSplit(train[: d.max_train_prompts] if d.max_train_prompts else train,
                                held)
 
         return self.model("prompts", load)
+
+    @property
+    def hh_sets(self) -> HHSets:
+        """The helpful-and-harmless split (``data.prompts: hh``): train and held-out sets."""
+        def load() -> HHSets:
+            from alignkit.data.hh import hh_sets
+
+            d = self.cfg.data
+            if d.prompts != "hh":
+                raise ValueError(f"this stage needs data.prompts: hh (got {d.prompts!r})")
+            return hh_sets(d.seed, **d.hh.model_dump())
+
+        return self.model("hh_sets", load)
+
+    @property
+    def base_policy(self) -> Policy:
+        """The untrained base model: the policy's own reference, unless SL-CAI moved the
+        reference to the SL-CAI model — then a second, fresh copy of the base."""
+        if not self.cfg.sl_cai.enabled:
+            return self.policy
+
+        def load() -> Policy:
+            from alignkit.models.build import build_policy
+
+            return build_policy(self.cfg.model, self.cfg.seed).policy
+
+        return self.model("base_policy", load)
 
     @property
     def judge(self) -> Judge:
@@ -119,6 +149,10 @@ class StageContext:
             m = self.cfg.model
             with self.console.status(f"loading policy {m.name}"):
                 built = build_policy(m, self.cfg.seed)
+                if self.cfg.sl_cai.enabled and self.run.sl_cai_adapter.exists():
+                    from alignkit.models.build import apply_warm_start
+
+                    apply_warm_start(built.policy, self.run.sl_cai_adapter)
             self.console.print(f"policy {m.name} on {describe(built.policy.device)}")
             return built
 

@@ -23,7 +23,7 @@ def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa:
     held = ctx.prompts.eval
     prompts = [p for p in held for _ in range(e.samples_per_prompt)]
     before, gens_b = sample_texts(ctx, prompts, e.batch_size, e.seed, reference=True,
-                                  desc="evaluate: base policy")
+                                  desc="evaluate: base policy", policy=ctx.base_policy)
     after, gens_a = sample_texts(ctx, prompts, e.batch_size, e.seed, desc="evaluate: aligned")
     k = e.samples_per_prompt
     main = judge_comparison(judge, before, after, k, e.bootstrap, e.seed)

@@ -19,8 +19,15 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:
         if r == 0 and not f.db:
             store.reset()  # the run's own database: the completions may have changed
         sets = read_completions(ctx.run.round_completions(r))
-        store.add_items([(s.prompt, s.completions) for s in sets], f.criterion, round=r,
-                        guideline=f.guideline)
+        items = [(s.prompt, s.completions) for s in sets]
+        if ctx.cfg.data.prompts == "hh":  # two criteria; harmful prompts behind a warning
+            from alignkit.safety.hh_gold import HH_GUIDELINES
+
+            flags = _harmful_flags(ctx)
+            store.add_items(items, list(HH_GUIDELINES), round=r, guidelines=HH_GUIDELINES,
+                            sensitive=[flags[p] for p, _ in items])
+        else:
+            store.add_items(items, f.criterion, round=r, guideline=f.guideline)
     if f.source == "simulated":
         return _simulated(ctx, store, r)
     if f.source == "human":
@@ -28,15 +35,27 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:
     return _ai_feedback(ctx, store, r)
 
 
+def _harmful_flags(ctx: StageContext) -> dict[str, bool]:
+    return {p.text: p.harmful for p in ctx.hh_sets.train}
+
+
 def _simulated(ctx: StageContext, store: FeedbackStore, r: int) -> StageResult:
     from alignkit.feedback.simulate import simulate_feedback
 
     f = ctx.cfg.feedback
-    s = simulate_feedback(store, ctx.judge.goodness, n_labelers=f.labelers, overlap=f.overlap,
+    if ctx.cfg.data.prompts == "hh":
+        from alignkit.safety.hh_gold import labeler_gold
+
+        gold, unsafe = labeler_gold(_harmful_flags(ctx))
+        judge = "hh labeler gold (Zou et al. prefixes + MiniLM relevance, profanity)"
+    else:
+        gold, unsafe, judge = ctx.judge.goodness, None, f.judge
+    s = simulate_feedback(store, gold, unsafe, n_labelers=f.labelers, overlap=f.overlap,
                           target_agreement=f.target_agreement, seed=f.seed + r, round=r)
-    ctx.console.print(f"simulated labelers ({f.labelers}, judge '{f.judge}' + noise "
-                      f"σ={s.sigma:.2f}): {s.rankings} rankings, pairwise agreement "
-                      f"{s.agreement:.2f} — these labels are SIMULATED, not human")
+    per = ", ".join(f"{c} {x.agreement:.2f}" for c, x in s.criteria.items())
+    ctx.console.print(f"simulated labelers ({f.labelers}, {judge} + noise): {s.rankings} "
+                      f"rankings, pairwise agreement {per} — these labels are SIMULATED, "
+                      "not human")
     return StageResult()
 
 

@@ -3,9 +3,7 @@ judge; measures how well last round's reward model ranks this round's new pairs.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from alignkit.artifacts import FilterSummary, PairsResult
+from alignkit.artifacts import PairsResult
 from alignkit.stages.context import StageContext, StageResult
 
 
@@ -24,7 +22,7 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:  # noqa: ARG001
 
         pairs, rep = filter_pairs(pairs, get_judge(f.filter_judge), f.filter_threshold,
                                   f.filter_action)
-        FilterSummary.from_json(asdict(rep)).write(ctx.run.filter_report)
+        rep.write(ctx.run.filter_report)
         ctx.console.print(f"filter '{f.filter_judge}': {rep.removed} removed, "
                           f"{rep.flagged} flagged of {rep.total} pairs")
     # TRL reads a `margin` column as its loss margin: write one only if we train with it.

@@ -44,13 +44,25 @@ def scorer_spec(ctx: StageContext) -> ScorerSpec:
     return ScorerSpec(c.ppo.reward, c.feedback.judge, str(ctx.run.reward_model), c.model.device)
 
 
+def cost_spec(ctx: StageContext) -> ScorerSpec | None:
+    """Safe RLHF's cost source (``ppo.cost``): the run's cost model, or the synthetic reward
+    itself for the known-answer test; None = reward only."""
+    from alignkit.distributed.workers import ScorerSpec
+
+    c = ctx.cfg
+    if c.ppo.cost == "none":
+        return None
+    return ScorerSpec(c.ppo.cost, c.feedback.judge, str(ctx.run.cost_model), c.model.device)
+
+
 def make_trainer(ctx: StageContext) -> PPOTrainer:
     from alignkit.rl.ppo import PPOTrainer
 
-    c = ctx.cfg
+    c, cost = ctx.cfg, cost_spec(ctx)
     return PPOTrainer(ctx.policy, ctx.tokenizer, ctx.prompts.train,
                       scorer_spec(ctx)(ctx.tokenizer), c.ppo, c.generate, ctx.run.path,
-                      ctx.stop_ids, c.data.chat_template, gold=ctx.judge.goodness)
+                      ctx.stop_ids, c.data.chat_template, gold=ctx.judge.goodness,
+                      cost_scorer=cost(ctx.tokenizer) if cost is not None else None)
 
 
 def _rollout_sampler(ctx: StageContext):

@@ -1,5 +1,7 @@
 """Stage reward: train ``reward.ensemble`` Bradley–Terry reward models on the pairs (seeds
-seed, seed+1, …); member 0 is the one reported and kept in memory for PPO."""
+seed, seed+1, …); member 0 is the one reported and kept in memory for PPO. With a cost
+model (``ppo.cost: model``, Safe RLHF) the reward models learn the helpfulness pairs and
+the cost model the harmlessness pairs and their safe/unsafe flags."""
 
 from __future__ import annotations
 
@@ -15,21 +17,24 @@ if TYPE_CHECKING:
     from alignkit.reward.model import RewardModel
 
 
-def train_one(cfg: RunConfig, pairs: list[Pair], path: Path, member: int | None = None
-              ) -> tuple[RewardModel, RewardReport]:
+def train_one(cfg: RunConfig, pairs: list[Pair], path: Path, member: int | None = None,
+              cost: bool = False) -> tuple[RewardModel, RewardReport]:
     """One reward model on ``pairs`` (seed ``reward.seed + member``), saved to ``path``;
-    ``member`` is its index in an ensemble (None: a lone model).
+    ``member`` is its index in an ensemble (None: a lone model); ``cost`` trains the cost
+    model instead, with the ``cost`` section.
 
     ``alignkit reward train`` and this stage both call it, so they train the same model.
     """
     from alignkit.reward.model import RewardModel, load_backbone
     from alignkit.reward.train import train_reward_model
 
-    r, m = cfg.reward, cfg.model
+    r, m = (cfg.cost if cost else cfg.reward), cfg.model
     backbone, tok = load_backbone(r.backbone, m.name, m.tiny_layers, m.tiny_hidden)
     rm = RewardModel(backbone, tok, r.max_length, device=m.device)
-    report = train_reward_model(rm, pairs, r.model_copy(update={"seed": r.seed + (member or 0)}))
-    rm.save(path, {"backbone": r.backbone} | ({} if member is None else {"member": member}))
+    report = train_reward_model(rm, pairs, r.model_copy(update={"seed": r.seed + (member or 0)}),
+                                cost=cost)
+    extra = {"backbone": r.backbone, "kind": "cost" if cost else "reward"}
+    rm.save(path, extra | ({} if member is None else {"member": member}))
     return rm, RewardReport.from_json({"backbone": r.backbone, **vars(report)})
 
 
@@ -38,6 +43,12 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:  # noqa: ARG001
 
     rc = ctx.cfg.reward
     pairs = read_pairs_jsonl(ctx.run.pairs)
+    if ctx.cfg.ppo.cost == "model":
+        _train_cost_model(ctx, [p for p in pairs if p.criterion == "harmlessness"])
+        pairs = [p for p in pairs if p.criterion == "helpfulness"]
+        if not pairs:
+            raise ValueError("reward: ppo.cost is 'model' but no helpfulness pairs — rank "
+                             "both criteria (data.prompts: hh does)")
     ctx.run.clear_reward_members(rc.ensemble)
     reports = []
     for i, path in enumerate(ctx.run.reward_members(rc.ensemble)):
@@ -55,3 +66,14 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:  # noqa: ARG001
                          + ", ".join(f"{x.eval_accuracy:.3f}" for x in reports)
                          if rc.ensemble > 1 else ""))
     return StageResult(record=report)
+
+
+def _train_cost_model(ctx: StageContext, pairs: list[Pair]) -> None:
+    if not pairs:
+        raise ValueError("reward: ppo.cost is 'model' but there are no harmlessness pairs")
+    cm, rep = train_one(ctx.cfg, pairs, ctx.run.cost_model, cost=True)
+    ctx.set_model("cost_model", cm)
+    rep.write(ctx.run.cost_report)
+    ctx.console.print(f"cost model: {rep.pairs_train} train / {rep.pairs_eval} held-out "
+                      f"harmlessness pairs, held-out accuracy {rep.eval_accuracy:.3f}, ECE "
+                      f"{rep.eval_ece:.3f}, safe/unsafe accuracy {rep.safety_accuracy:.3f}")

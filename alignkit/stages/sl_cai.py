@@ -1,0 +1,95 @@
+"""Stage sl_cai (once, before round 0): SL-CAI warm start — critique → revision → SFT.
+
+The policy revises its own answers to training harmful requests under the constitution's
+declining principles; a refusal judge keeps the revisions that decline, the policy's own
+on-topic answers to training benign requests are added (``safety.sl_cai``), and LoRA SFT on
+them gives the SL-CAI model. Its adapters are then folded into the base weights, so PPO
+starts from the SL-CAI model and measures KL against it. The adapter is saved to
+``sl_cai/adapter``; a resumed or later process folds it in again when it builds the policy.
+"""
+
+from __future__ import annotations
+
+import torch
+from rich.progress import Progress
+
+from alignkit.artifacts import SLCAIResult
+from alignkit.generation import encode_prompts, sample
+from alignkit.jsonl import write_jsonl
+from alignkit.stages.context import StageContext, StageResult
+
+PROMPT_TOKENS = 512  # few-shot critique/revision conversations run long
+
+
+def chat_generator(ctx: StageContext, max_new_tokens: int, temperature: float, seed: int):
+    """A ``ChatGenerator`` over the run's own sampler (KV cache, LoRA merged): conversations
+    rendered with the chat template, batched by length, seeded per call."""
+    tok, pol, calls = ctx.tokenizer, ctx.policy, [0]
+    batch = ctx.cfg.generate.batch_size
+
+    def generate(conversations: list[list[dict[str, str]]]) -> list[str]:
+        calls[0] += 1
+        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                 for c in conversations]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        rng = torch.Generator().manual_seed(seed * 1_000_003 + calls[0])
+        out = [""] * len(texts)
+        with Progress(console=ctx.console, transient=True) as bar:
+            task = bar.add_task("SL-CAI sampling", total=len(texts))
+            for s in range(0, len(order), batch):
+                idx = order[s : s + batch]
+                q, m = encode_prompts(tok, [texts[i] for i in idx], max_length=PROMPT_TOKENS)
+                with pol.merged():
+                    gen = sample(pol, q, m, max_new_tokens, ctx.stop_ids, tok.pad_token_id,
+                                 temperature, 1.0, rng)
+                for i, t in zip(idx, gen.texts(tok), strict=True):
+                    out[i] = t.strip()
+                bar.update(task, advance=len(idx))
+        return out
+
+    return generate
+
+
+def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa: ARG001
+    from alignkit.models.build import save_warm_start
+    from alignkit.safety.constitution import load_constitution
+    from alignkit.safety.refusal import refusal_judges
+    from alignkit.safety.sft import sft_train
+    from alignkit.safety.sl_cai import build_sl_cai_data, restrict
+
+    c = ctx.cfg.sl_cai
+    if not c.enabled:
+        return StageResult("skipped (sl_cai.enabled is false)")
+    if not ctx.cfg.data.chat_template:
+        raise ValueError("sl_cai: critique and revision are chat turns — set "
+                         "data.chat_template: true")
+    sets = ctx.hh_sets
+    harmful = [p.text for p in sets.train_harmful[: c.harmful_prompts]]
+    benign = sorted(sets.train_benign, key=lambda p: p.source != "lookalike")
+    benign_texts = [p.text for p in benign[: c.benign_prompts]]
+    judge = refusal_judges()[c.judge]
+    constitution = restrict(load_constitution(c.constitution), c.principles)
+    gen = chat_generator(ctx, c.max_new_tokens, c.temperature, c.seed)
+    data = build_sl_cai_data(gen, harmful, benign_texts, constitution, judge, c.samples,
+                             c.min_relevance, c.seed)
+    ctx.run.sl_cai.mkdir(parents=True, exist_ok=True)
+    write_jsonl([vars(e) for e in data.examples], ctx.run.sl_cai_data)
+    records = [{"prompt": e.prompt, "completion": e.completion} for e in data.examples]
+    sft = sft_train(ctx.policy, ctx.tokenizer, records, epochs=c.epochs, lr=c.lr,
+                    batch_size=c.batch_size, max_length=c.max_length, chat_template=True,
+                    seed=c.seed)
+    save_warm_start(ctx.policy, ctx.run.sl_cai_adapter)
+    ctx.policy.absorb_adapters()
+    result = SLCAIResult(
+        harmful_prompts=data.harmful_prompts, revisions=data.revisions,
+        revisions_refusing=data.revisions_refusing, harmful_kept=data.harmful_kept,
+        originals_refusing=data.originals_refusing, benign_prompts=data.benign_prompts,
+        benign_kept=data.benign_kept, judge=data.judge, sft_steps=sft.steps,
+        sft_first_loss=sft.first_loss, sft_last_loss=sft.last_loss)
+    result.write(ctx.run.sl_cai_report)
+    ctx.console.print(
+        f"SL-CAI: {data.revisions_refusing}/{data.revisions} revisions decline "
+        f"({data.originals_refusing} first answers already did); kept {data.harmful_kept} "
+        f"harmful + {data.benign_kept} benign examples; SFT {sft.steps} steps, loss "
+        f"{sft.first_loss:.2f} → {sft.last_loss:.2f}; folded into the base for PPO")
+    return StageResult(record=result)

@@ -1,0 +1,72 @@
+"""PPO-Lagrangian reaches a known constrained optimum.
+
+Reward and cost are the same synthetic signal — the share of even token ids, which PPO alone
+drives towards 1.0 — and the constraint is E[cost] ≤ 0.7. The constrained optimum is then
+known exactly: cost at the limit and reward as high as the limit allows, both 0.7. The
+fixed-weight baseline with λ = 0 is the unconstrained run and must overshoot the limit.
+"""
+
+import pytest
+import torch
+
+from alignkit import artifacts as A
+from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
+from alignkit.models.loading import TINY, load_causal_lm, stop_token_ids
+from alignkit.models.policy import Policy
+from alignkit.rl.ppo import PPOTrainer
+from alignkit.rl.scorers import token_share_scorer
+
+LIMIT = 0.7
+LR = 2.0
+
+
+def _run(tok, tmp_path, objective: str, lam: float, algorithm: str = "ppo", steps: int = 40
+         ) -> list[dict]:
+    torch.manual_seed(0)
+    lm = load_causal_lm(TINY, tok)
+    policy = Policy(lm, ModelConfig(name=TINY, lora_r=8, lora_alpha=16))
+    even = token_share_scorer(torch.arange(0, len(tok), 2))
+    prompts = [f"Story number {i}: once upon a time" for i in range(64)]
+    cfg = PPOConfig(algorithm=algorithm, steps=steps, prompts_per_step=8, samples_per_prompt=4,
+                    lr=2e-3, kl_coef=0.0, epochs=2, minibatches=2, checkpoint_every=1000,
+                    cost="synthetic", cost_objective=objective, cost_limit=LIMIT,
+                    lambda_init=lam, lambda_lr=LR)
+    trainer = PPOTrainer(policy, tok, prompts, even, cfg, GenerateConfig(max_new_tokens=8),
+                         tmp_path, stop_token_ids(tok, lm), cost_scorer=even)
+    rows: list[dict] = []
+    trainer.train(on_step=rows.append)
+    return rows
+
+
+def _tail(rows: list[dict], key: str, n: int = 20) -> float:
+    """Mean of the last ``n`` steps: dual ascent oscillates around the limit."""
+    return sum(r[key] for r in rows[-n:]) / n
+
+
+@pytest.mark.slow
+def test_lagrangian_holds_cost_at_the_limit(tiny_tokenizer, tmp_path):
+    free = _run(tiny_tokenizer, tmp_path / "free", "fixed", lam=0.0)
+    assert _tail(free, A.COST) > LIMIT + 0.1, [r[A.COST] for r in free]  # unconstrained
+    # λ starts at 1, where (R − λC)/(1 + λ) is flat, and moves by dual ascent from there
+    safe = _run(tiny_tokenizer, tmp_path / "lagrangian", "lagrangian", lam=1.0)
+    cost = _tail(safe, A.COST)
+    assert abs(cost - LIMIT) < 0.1, [round(r[A.COST], 3) for r in safe]
+    assert max(r[A.LAMBDA] for r in safe[20:]) > 1.0  # λ rose past 1 to hold the line
+    # the reward is as high as the limit allows (here reward = cost)
+    assert abs(_tail(safe, A.REWARD) - LIMIT) < 0.1
+    # logged every step, the score is the combined one
+    assert all({A.REWARD, A.COST, A.LAMBDA} <= set(r) for r in safe)
+
+
+def test_lambda_is_checkpointed(tiny_tokenizer, tmp_path):
+    rows = _run(tiny_tokenizer, tmp_path, "lagrangian", lam=0.5, steps=2)
+    lm = load_causal_lm(TINY, tiny_tokenizer)
+    policy = Policy(lm, ModelConfig(name=TINY, lora_r=8, lora_alpha=16))
+    even = token_share_scorer(torch.arange(0, len(tiny_tokenizer), 2))
+    cfg = PPOConfig(cost="synthetic", lambda_init=0.5, lambda_lr=LR, cost_limit=LIMIT,
+                    prompts_per_step=8, samples_per_prompt=4)
+    again = PPOTrainer(policy, tiny_tokenizer, ["x"], even, cfg, GenerateConfig(), tmp_path,
+                       stop_token_ids(tiny_tokenizer, lm), cost_scorer=even)
+    assert again.load_checkpoint(log=None)
+    expected = max(0.0, rows[-1][A.LAMBDA] + LR * (rows[-1][A.COST] - LIMIT))
+    assert again.safety is not None and abs(again.safety.lam - expected) < 1e-9
