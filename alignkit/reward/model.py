@@ -3,6 +3,14 @@
 Its output is a logit: r(x, y), with σ(r(x, y₁) − r(x, y₂)) = P(y₁ preferred). A stored
 mean/std (computed on a reference set after training) makes scores comparable across
 runs and gives PPO rewards of unit scale.
+
+A BERT reward model (the default MiniLM) is saved as a standard
+``BertForSequenceClassification`` folder and a Llama one (``reward.backbone: policy``) as a
+``LlamaForSequenceClassification`` (``alignkit.reward.hf_format``): TRL, OpenRLHF or plain
+transformers score with it exactly as ``alignkit reward score`` does, normalisation
+included. Other backbones keep the alignkit layout: the backbone's own folder plus
+``reward_head.safetensors`` and ``alignkit_reward.json``. Both load with
+``RewardModel.load``, as do folders written before the standard format existed.
 """
 
 from __future__ import annotations
@@ -14,10 +22,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from alignkit.models.device import module_device, pick_device, precision
 from alignkit.models.loading import SMOLLM2, TINY, load_causal_lm, load_tokenizer
+from alignkit.reward import hf_format
 
 META = "alignkit_reward.json"
 HEAD = "reward_head.safetensors"
@@ -40,6 +49,9 @@ def load_backbone(name: str, policy_name: str, tiny_layers: int = 2, tiny_hidden
         tok = load_tokenizer(name)
         lm = load_causal_lm(name, tok, tiny_layers=tiny_layers, tiny_hidden=tiny_hidden)
         return lm.base_model, tok
+    if (Path(name) / META).exists():  # a saved reward model: its trunk, whatever the layout
+        rm = RewardModel.load(name, device="cpu")
+        return rm.backbone, rm.tokenizer
     path = minilm_path() if name == "minilm" else name
     return AutoModel.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
 
@@ -111,15 +123,43 @@ class RewardModel(nn.Module):
 
     # --- Hugging Face folder ---------------------------------------------------------------
     def save(self, path: str | Path, extra: dict | None = None) -> None:
+        """A Hugging Face folder; a BERT RM as a standard sequence classifier (module doc)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
+        layout: dict = {"format": "alignkit"}
+        pad = self.tokenizer.pad_token_id
+        if hf_format.supports(self.backbone, self.pooling, pad):
+            cfg, state = hf_format.to_sequence_classification(
+                self.backbone, self.head, float(self.norm_mean), float(self.norm_std), pad)
+            cfg.save_pretrained(path)
+            save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+            layout = {"format": hf_format.FORMAT,
+                      "backbone_layers": cfg.alignkit_backbone_layers}
+        else:
+            self.backbone.save_pretrained(path)
+        self._save_tokenizer(path)
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, path / HEAD)
         meta = {"pooling": self.pooling, "max_length": self.max_length,
                 "norm_mean": float(self.norm_mean), "norm_std": float(self.norm_std),
-                **(extra or {})}
+                **layout, **(extra or {})}
         (path / META).write_text(json.dumps(meta, indent=2))
+
+    def _save_tokenizer(self, path: Path) -> None:
+        """Saved with the RM's encoding: a plain ``tok(prompts, completions, truncation=True)``
+        then cuts on the left at ``max_length``, as ``encode`` does."""
+        tok = self.tokenizer
+        before = tok.model_max_length
+        tok.model_max_length = self.max_length
+        try:
+            tok.save_pretrained(path)
+        finally:
+            tok.model_max_length = before
+        # Not every tokenizer records these (a GGUF-loaded one does not): write them.
+        cfg_path = path / "tokenizer_config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        cfg.update(truncation_side="left", padding_side="right",
+                   model_max_length=self.max_length)
+        cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> RewardModel:
@@ -129,7 +169,12 @@ class RewardModel(nn.Module):
             raise FileNotFoundError(f"reward model '{path}' has no {META} — train one with "
                                     "`alignkit reward train`")
         meta = json.loads((path / META).read_text())
-        backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
+        if meta.get("format") == hf_format.FORMAT:
+            backbone = hf_format.backbone_from_sequence_classification(
+                AutoConfig.from_pretrained(path), load_file(path / "model.safetensors"),
+                meta["backbone_layers"])
+        else:  # the alignkit layout, and every folder written before "format" existed
+            backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
         rm = cls(backbone, AutoTokenizer.from_pretrained(path), meta["max_length"],
                  meta["pooling"], device)
         rm.head.load_state_dict(load_file(path / HEAD))
