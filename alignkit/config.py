@@ -1,4 +1,5 @@
-"""Typed configuration, one section per stage, loaded from YAML.
+"""Typed configuration, one section per stage, loaded from YAML (over 400 lines: one
+documented, bounded field per knob of every stage, and the loader's one-line errors).
 
 Every field has a default, bounds (``ge``/``gt``/``le``/``lt``, shown by pydantic's JSON
 schema and in every error) and a one-line reason (its ``description``). Unknown keys are

@@ -139,7 +139,6 @@ def model_card(cfg: RunConfig, report: dict, kind: str, ppo_outcome: str | None 
     m, fb = cfg.model, cfg.feedback
     run = report.get("run", {})
     criterion = run.get("criterion", fb.criterion)
-    sources = data_sources(report)
     ev = report.get("evaluation", {})
     base_id = m.name if not _is_packaged(m.name) else (
         "HuggingFaceTB/SmolLM2-135M-Instruct" if m.name == SMOLLM2 else None)
@@ -157,6 +156,21 @@ def model_card(cfg: RunConfig, report: dict, kind: str, ppo_outcome: str | None 
         lines += [f"> **Warning:** PPO stopped early ({ppo_outcome}); these weights are the "
                   "last checkpoint, and the results below may describe a different policy.",
                   ""]
+    lines += _training_lines(cfg, report, criterion, ev)
+    lines += _data_lines(report, data_sources(report))
+    lines += _results_lines(cfg, ev)
+    embedded = _embeds_base(m.name) if embedded_base is None else embedded_base
+    usage = _USAGE["adapter-embedded" if kind == "adapter" and embedded else kind]
+    lines += ["", "## Use", "", "```python", *usage, "```", "",
+              f"`{VALUE_HEAD}` holds PPO's value head (a `torch.nn.Linear(hidden, 1)`: "
+              "`weight` [1, hidden], `bias` [1], on the last hidden state; "
+              "`safetensors.torch.load_file`); generation does not need it.", ""]
+    return "\n".join(lines)
+
+
+def _training_lines(cfg: RunConfig, report: dict, criterion: str, ev: dict) -> list[str]:
+    m, fb, run = cfg.model, cfg.feedback, report.get("run", {})
+    lines: list[str] = []
     criteria = run.get("criteria") or [criterion]
     lines += ["## Training", "",
               f"- **Criterion:** {criterion}" + (
@@ -178,6 +192,11 @@ def model_card(cfg: RunConfig, report: dict, kind: str, ppo_outcome: str | None 
                      f"{ppo.get('iterations', 'n/a')} iterations, final KL "
                      f"{_fmt(ppo.get('final_kl'), 2)} nats/sequence (budget "
                      f"{_fmt(ppo.get('kl_budget'), 1)}), β {_fmt(ppo.get('kl_coef'))}")
+    return lines
+
+
+def _data_lines(report: dict, sources: dict) -> list[str]:
+    lines: list[str] = []
     lines += ["", "## Preference data", ""]
     if sources:
         total = sum(sources.values())
@@ -199,6 +218,11 @@ def model_card(cfg: RunConfig, report: dict, kind: str, ppo_outcome: str | None 
                      f"{rm.get('pairs_train', 'n/a')} training / {rm.get('pairs_eval', 'n/a')} "
                      f"held-out pairs, held-out accuracy {_fmt(rm.get('eval_accuracy'))}, "
                      f"ECE {_fmt(rm.get('eval_ece'))}.")
+    return lines
+
+
+def _results_lines(cfg: RunConfig, ev: dict) -> list[str]:
+    lines: list[str] = []
     lines += ["", "## Measured results", ""]
     if ev.get("before") and ev.get("after"):
         lines += [f"Held-out prompts: {ev.get('prompts', 'n/a')} × "
@@ -220,13 +244,7 @@ def model_card(cfg: RunConfig, report: dict, kind: str, ppo_outcome: str | None 
     lines += ["", "### Judges and their blind spots", ""]
     lines += [f"- **{name}** ({role}) — {source}. Blind spots: {blind}"
               for name, role, source, blind in judges_used(cfg, ev)]
-    embedded = _embeds_base(m.name) if embedded_base is None else embedded_base
-    usage = _USAGE["adapter-embedded" if kind == "adapter" and embedded else kind]
-    lines += ["", "## Use", "", "```python", *usage, "```", "",
-              f"`{VALUE_HEAD}` holds PPO's value head (a `torch.nn.Linear(hidden, 1)`: "
-              "`weight` [1, hidden], `bias` [1], on the last hidden state; "
-              "`safetensors.torch.load_file`); generation does not need it.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def base_description(cfg: RunConfig) -> str:

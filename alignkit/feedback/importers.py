@@ -1,4 +1,5 @@
-"""Rankings made in Label Studio or Argilla, brought into the feedback store.
+"""Rankings made in Label Studio or Argilla, brought into the feedback store (over 400
+lines: two tools' export layouts, each field checked with a one-line error).
 
 A team that already labels in one of those tools exports its project and runs
 ``alignkit label import-rankings FILE``: every task / record becomes an item, every
