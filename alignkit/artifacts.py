@@ -563,13 +563,8 @@ class RateResult(Record):
 
 
 @dataclass
-class MeanResult(Record):
-    base: float = 0.0
-    aligned: float = 0.0
-    sl_cai: float | None = None
-    paired_diff_ci95: list[float] = field(default_factory=list)
-    n: int = 0
-    ci95: dict[str, list[float]] = field(default_factory=dict)
+class MeanResult(RateResult):
+    """The same comparison for a mean (helpfulness, profanity): bootstrap CIs, not Wilson."""
 
 
 @dataclass
