@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-import time
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +20,21 @@ from alignkit.feedback.pairs import rankings_to_pairs
 from alignkit.feedback.store import FeedbackError, FeedbackStore
 
 LOCAL = "http://127.0.0.1"
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The store's clock, moved by the test: leases expire when the test says, not when a
+    loaded CI machine happens to be slow between two requests (a real sleep made this flaky)."""
+    from alignkit.feedback import schema, store
+
+    now = [schema.utcnow()]
+    monkeypatch.setattr(store, "utcnow", lambda: now[0])
+
+    def advance(seconds: float) -> None:
+        now[0] += timedelta(seconds=seconds)
+
+    return advance
 
 
 @pytest.fixture
@@ -69,7 +84,7 @@ def test_3_out_of_range_item_id_is_404_not_500(app_env, item_id):
         store.submit_ranking(1, item_id, {})
 
 
-def test_4_expired_lease_is_not_honoured(tmp_path):
+def test_4_expired_lease_is_not_honoured(tmp_path, clock):
     store = FeedbackStore(f"sqlite:///{tmp_path}/f.db")
     store.add_items([("Say hi.", ["Hi!", "Bye."])], "helpfulness")
     _, slow = store.add_labeler("slow")
@@ -78,7 +93,7 @@ def test_4_expired_lease_is_not_honoured(tmp_path):
     h_slow, h_quick = ({"Authorization": f"Bearer {t}"} for t in (slow, quick))
     item = client.get("/api/next", headers=h_slow).json()["item"]
     ranks = {str(c["id"]): i + 1 for i, c in enumerate(item["completions"])}
-    time.sleep(0.5)  # the slow labeler's lease runs out; the item goes to someone else
+    clock(0.5)  # the slow labeler's lease runs out; the item goes to someone else
     again = client.get("/api/next", headers=h_quick).json()["item"]
     assert again["id"] == item["id"]
     assert client.post("/api/rankings", headers=h_quick,
@@ -89,12 +104,12 @@ def test_4_expired_lease_is_not_honoured(tmp_path):
     assert store.ranking_counts() == {item["id"]: 1}  # never more than overlap
 
 
-def test_4_expired_lease_alone_refuses_even_when_nobody_else_took_it(tmp_path):
+def test_4_expired_lease_alone_refuses_even_when_nobody_else_took_it(tmp_path, clock):
     store = FeedbackStore(f"sqlite:///{tmp_path}/f.db")
     (item,) = store.add_items([("Say hi.", ["Hi!", "Bye."])], "helpfulness")
     lab = store.add_labeler("slow")[0]
     cids = store.next_item_for(lab, overlap=1, lease_s=0.2).completion_ids
-    time.sleep(0.4)
+    clock(0.4)
     with pytest.raises(FeedbackError, match="expired") as e:
         store.submit_ranking(lab, item, dict(zip(cids, (1, 2), strict=True)),
                              require_assignment=True)
