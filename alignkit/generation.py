@@ -135,6 +135,72 @@ def _static_cache(trunk: torch.nn.Module, max_len: int) -> Cache | None:
     return Cache(layers=[_PreallocatedLayer(max_len) for _ in range(n)])
 
 
+class _Decoder:
+    """The trunk's incremental forward over one batch: the KV cache and the attention mask
+    live here, so each sampling step is one call with the new tokens.
+
+    The whole mask is built up front and attention gets a view of its first P + t columns
+    at step t: response positions are 1 (a stopped row keeps attending to its pad tokens,
+    as it always did).
+    """
+
+    def __init__(self, policy: Policy, reference: bool, query_mask: Tensor,
+                 max_new_tokens: int, static_cache: bool) -> None:
+        self.trunk, self.head = policy.trunk(reference), policy.head(reference)
+        self.dev = policy.device
+        B, P = query_mask.shape
+        self.cache = _static_cache(self.trunk, P + max_new_tokens) if static_cache else None
+        self.full_mask = torch.cat([query_mask, query_mask.new_ones(B, max_new_tokens)], dim=1)
+
+    def __call__(self, input_ids: Tensor, position_ids: Tensor, width: int) -> Tensor:
+        """Feed ``input_ids`` at ``position_ids`` (attending to the first ``width``
+        positions); the last position's hidden state, in the head's dtype."""
+        with precision(self.dev):
+            out = self.trunk(attention_mask=self.full_mask[:, :width], use_cache=True,
+                             past_key_values=self.cache, input_ids=input_ids,
+                             position_ids=position_ids)
+        self.cache = out.past_key_values
+        h = out.last_hidden_state[:, -1]
+        return h.to(getattr(self.head, "weight", h).dtype)
+
+
+def _draw(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None,
+          done: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
+    """(token, its log-prob at ``temperature``) per row, in fp32; stopped rows get ``pad_id``.
+
+    The log-prob is taken under the same tempered, top-p filtered distribution the token
+    was drawn from: PPO's "old" log-prob must be the sampling one.
+    """
+    if temperature != 1.0:
+        logits.div_(temperature)
+    logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    tok = _inverse_cdf_sample(probs, generator)
+    tok.masked_fill_(done, pad_id)
+    return tok, log_prob_from_softmax(logits, probs, tok)
+
+
+class _Responses:
+    """Per-step buffers of a batch being sampled, cut to the steps taken at the end."""
+
+    def __init__(self, B: int, max_new_tokens: int, pad_id: int, dev: torch.device) -> None:
+        self.tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
+        self.logps = torch.zeros(B, max_new_tokens, device=dev)
+        self.values = torch.zeros(B, max_new_tokens, device=dev)
+        self.masks = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=dev)
+
+    def generation(self, query_ids: Tensor, query_mask: Tensor, n: int, ended: Tensor
+                   ) -> Generation:
+        """The first ``n`` steps; log-probs and values zeroed after each row's stop."""
+        mask = self.masks[:, :n].to(torch.float32)
+        return Generation(
+            query_ids=query_ids, query_mask=query_mask,
+            response_ids=self.tokens[:, :n].contiguous(), response_mask=mask,
+            logprobs=self.logps[:, :n] * mask, values=self.values[:, :n] * mask,
+            ended=ended,
+        )
+
+
 @torch.no_grad()
 def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens: int,
            stop_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
@@ -148,55 +214,27 @@ def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens
     (the same tokens as the growing cache for the same generator, without its per-step
     copies of every layer's keys and values).
     """
-    trunk, head = policy.trunk(reference), policy.head(reference)
     dev = policy.device
     query_ids, query_mask = query_ids.to(dev), query_mask.to(dev)
     B, P = query_ids.shape
     stop = torch.tensor(stop_ids, dtype=torch.long, device=dev)
     pos = (query_mask.long().cumsum(-1) - 1).clamp_min(0)
-    cache = _static_cache(trunk, P + max_new_tokens) if static_cache else None
-    # the whole mask up front, a view of its first P + t columns at step t: response
-    # positions are 1 (a stopped row keeps attending to its pad tokens, as it always did)
-    full_mask = torch.cat([query_mask, query_mask.new_ones(B, max_new_tokens)], dim=1)
-    attn = full_mask[:, :P]
-
-    def step(**inputs) -> tuple[Cache, Tensor]:
-        with precision(dev):
-            out = trunk(attention_mask=attn, use_cache=True, past_key_values=cache, **inputs)
-        h = out.last_hidden_state[:, -1]
-        return out.past_key_values, h.to(getattr(head, "weight", h).dtype)
-
-    cache, h = step(input_ids=query_ids, position_ids=pos)
+    decode = _Decoder(policy, reference, query_mask, max_new_tokens, static_cache)
+    h = decode(query_ids, pos, P)
     next_pos = pos[:, -1:] + 1
-    tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
-    logps = torch.zeros(B, max_new_tokens, device=dev)
-    values = torch.zeros(B, max_new_tokens, device=dev)
-    masks = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=dev)
+    out = _Responses(B, max_new_tokens, pad_id, dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     n = 0
     for t in range(max_new_tokens):
-        logits = head(h).float()
-        if temperature != 1.0:
-            logits.div_(temperature)
-        values[:, t] = policy.values(h)
-        logits = top_p_filter(logits, top_p)
-        probs = torch.softmax(logits, dim=-1)
-        tok = _inverse_cdf_sample(probs, generator)
-        tok.masked_fill_(done, pad_id)
-        logps[:, t] = log_prob_from_softmax(logits, probs, tok)
-        tokens[:, t] = tok
-        masks[:, t] = ~done
+        logits = decode.head(h).float()
+        out.values[:, t] = policy.values(h)
+        tok, logp = _draw(logits, temperature, top_p, generator, done, pad_id)
+        out.tokens[:, t], out.logps[:, t] = tok, logp
+        out.masks[:, t] = ~done
         done = done | torch.isin(tok, stop)
         n = t + 1
         if bool(done.all()) or n == max_new_tokens:
             break
-        attn = full_mask[:, : P + n]
-        cache, h = step(input_ids=tok[:, None], position_ids=next_pos)
+        h = decode(tok[:, None], next_pos, P + n)
         next_pos = next_pos + 1
-    mask = masks[:, :n].to(torch.float32)
-    return Generation(
-        query_ids=query_ids, query_mask=query_mask,
-        response_ids=tokens[:, :n].contiguous(), response_mask=mask,
-        logprobs=logps[:, :n] * mask, values=values[:, :n] * mask,
-        ended=done,
-    )
+    return out.generation(query_ids, query_mask, n, done)
