@@ -169,6 +169,10 @@ def _ranks_from_order(order: Sequence[Any], ids: Sequence[str], where: str) -> t
     return tuple(position[i] + 1 for i in ids)
 
 
+_Parsed = list[tuple[str, tuple[int, ...] | None]]  # (labeler, ranks or None = skipped)
+_Shape = tuple[str, tuple[str, ...], tuple[str, ...]]  # kind, completion ids, texts
+
+
 def parse_label_studio(data: Any, source: str, prompt_field: str = "prompt",
                        completion_fields: Sequence[str] | None = None) -> ImportBatch:
     """Label Studio's JSON export → items and rankings (module docstring has the format)."""
@@ -176,67 +180,10 @@ def parse_label_studio(data: Any, source: str, prompt_field: str = "prompt",
         raise ImportFormatError("Label Studio export: expected a JSON list of tasks")
     batch = ImportBatch("label-studio")
     for t, task in enumerate(data):
-        where = f"task {t}"
-        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise ImportFormatError(f"{where}: needs a 'data' object — is this a Label Studio "
-                                    "JSON export?")
-        if not isinstance(task.get("annotations"), list):
-            raise ImportFormatError(f"{where}: needs an 'annotations' list — export as JSON "
-                                    "(not JSON-MIN or CSV)")
-        where = f"task {t} (id {task.get('id', '?')})"
+        where = _ls_check_task(task, t)
         d = task["data"]
         prompt = _text(d.get(prompt_field), f"{where}.data.{prompt_field}")
-        parsed: list[tuple[str, tuple[int, ...] | None]] = []
-        shape: tuple[str, tuple[str, ...], tuple[str, ...]] | None = None  # kind, ids, texts
-        for a, ann in enumerate(task["annotations"]):
-            aw = f"{where}.annotations[{a}]"
-            if not isinstance(ann, dict):
-                raise ImportFormatError(f"{aw}: expected an object")
-            labeler = _ls_labeler(ann, aw)
-            if ann.get("was_cancelled"):
-                parsed.append((labeler, None))
-                continue
-            results = [r for r in ann.get("result") or []
-                       if isinstance(r, dict) and r.get("type") in ("ranker", "pairwise")]
-            if not results:
-                batch.ignored += 1
-                continue
-            if len(results) > 1:
-                raise ImportFormatError(f"{aw}.result: {len(results)} ranker/pairwise results "
-                                        "— import one ranking control per project")
-            r = results[0]
-            value = r.get("value") if isinstance(r.get("value"), dict) else {}
-            if r["type"] == "ranker":
-                list_key = _ls_list_field(d, where)
-                ids = tuple(str(x["id"]) for x in d[list_key])
-                texts = tuple(_text(x.get("body") or x.get("title"),
-                                    f"{where}.data.{list_key}[{i}].body")
-                              for i, x in enumerate(d[list_key]))
-                ranker = value.get("ranker")
-                if not isinstance(ranker, dict) or len(ranker) != 1:
-                    raise ImportFormatError(f"{aw}.result.value.ranker: expected one ordered "
-                                            f"list of item ids, got {_short(ranker)}")
-                order = next(iter(ranker.values()))
-                if not isinstance(order, list):
-                    raise ImportFormatError(f"{aw}.result.value.ranker: not a list of ids")
-                ranks = _ranks_from_order(order, ids, f"{aw}.result.value.ranker")
-                kind = "ranker"
-            else:
-                left, right = completion_fields or ("text1", "text2")
-                ids = (left, right)
-                texts = (_text(d.get(left), f"{where}.data.{left}"),
-                         _text(d.get(right), f"{where}.data.{right}"))
-                selected = value.get("selected")
-                if selected not in ("left", "right"):
-                    raise ImportFormatError(f"{aw}.result.value.selected: expected 'left' or "
-                                            f"'right', got {_short(selected)}")
-                ranks = (1, 2) if selected == "left" else (2, 1)
-                kind = "pairwise"
-            if shape is not None and shape != (kind, ids, texts):
-                raise ImportFormatError(f"{aw}: ranks other completions than the task's "
-                                        "first annotation")
-            shape = (kind, ids, texts)
-            parsed.append((labeler, ranks))
+        parsed, shape = _ls_annotations(task["annotations"], d, where, completion_fields, batch)
         if shape is None:  # nothing but cancellations or empty results: no item to rank
             batch.ignored += sum(1 for _, r in parsed if r is None)
             continue
@@ -245,8 +192,97 @@ def parse_label_studio(data: Any, source: str, prompt_field: str = "prompt",
     return batch
 
 
+def _ls_check_task(task: Any, t: int) -> str:
+    """Check that task ``t`` has the JSON export's layout; its name for error messages."""
+    where = f"task {t}"
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        raise ImportFormatError(f"{where}: needs a 'data' object — is this a Label Studio "
+                                "JSON export?")
+    if not isinstance(task.get("annotations"), list):
+        raise ImportFormatError(f"{where}: needs an 'annotations' list — export as JSON "
+                                "(not JSON-MIN or CSV)")
+    return f"task {t} (id {task.get('id', '?')})"
+
+
+def _ls_annotations(annotations: list[Any], d: Mapping[str, Any], where: str,
+                    completion_fields: Sequence[str] | None, batch: ImportBatch
+                    ) -> tuple[_Parsed, _Shape | None]:
+    """One task's annotations → (labeler, ranks) rows and the completions they rank.
+
+    Every ranking of a task must rank the same completions (the first one's), or the
+    rankings could not share one item. Annotations without a ranking count as ignored.
+    """
+    parsed: _Parsed = []
+    shape: _Shape | None = None
+    for a, ann in enumerate(annotations):
+        aw = f"{where}.annotations[{a}]"
+        if not isinstance(ann, dict):
+            raise ImportFormatError(f"{aw}: expected an object")
+        labeler = _ls_labeler(ann, aw)
+        if ann.get("was_cancelled"):
+            parsed.append((labeler, None))
+            continue
+        result = _ls_ranking_result(ann, aw)
+        if result is None:
+            batch.ignored += 1
+            continue
+        value = result.get("value") if isinstance(result.get("value"), dict) else {}
+        kind = result["type"]
+        ids, texts, ranks = (_ls_ranker(value, d, where, aw) if kind == "ranker" else
+                             _ls_pairwise(value, d, where, aw, completion_fields))
+        if shape is not None and shape != (kind, ids, texts):
+            raise ImportFormatError(f"{aw}: ranks other completions than the task's "
+                                    "first annotation")
+        shape = (kind, ids, texts)
+        parsed.append((labeler, ranks))
+    return parsed, shape
+
+
+def _ls_ranking_result(ann: Mapping[str, Any], aw: str) -> dict[str, Any] | None:
+    """The annotation's one ranker / pairwise result; None when it has none."""
+    results = [r for r in ann.get("result") or []
+               if isinstance(r, dict) and r.get("type") in ("ranker", "pairwise")]
+    if not results:
+        return None
+    if len(results) > 1:
+        raise ImportFormatError(f"{aw}.result: {len(results)} ranker/pairwise results "
+                                "— import one ranking control per project")
+    return results[0]
+
+
+def _ls_ranker(value: Mapping[str, Any], d: Mapping[str, Any], where: str, aw: str
+               ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
+    """A Ranker result → (item ids, texts, rank per item) over the task's one List."""
+    list_key = _ls_list_field(d, where)
+    ids = tuple(str(x["id"]) for x in d[list_key])
+    texts = tuple(_text(x.get("body") or x.get("title"), f"{where}.data.{list_key}[{i}].body")
+                  for i, x in enumerate(d[list_key]))
+    ranker = value.get("ranker")
+    if not isinstance(ranker, dict) or len(ranker) != 1:
+        raise ImportFormatError(f"{aw}.result.value.ranker: expected one ordered "
+                                f"list of item ids, got {_short(ranker)}")
+    order = next(iter(ranker.values()))
+    if not isinstance(order, list):
+        raise ImportFormatError(f"{aw}.result.value.ranker: not a list of ids")
+    return ids, texts, _ranks_from_order(order, ids, f"{aw}.result.value.ranker")
+
+
+def _ls_pairwise(value: Mapping[str, Any], d: Mapping[str, Any], where: str, aw: str,
+                 completion_fields: Sequence[str] | None
+                 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
+    """A Pairwise result → (field names, texts, ranks) of its two texts in ``data``."""
+    left, right = completion_fields or ("text1", "text2")
+    texts = (_text(d.get(left), f"{where}.data.{left}"),
+             _text(d.get(right), f"{where}.data.{right}"))
+    selected = value.get("selected")
+    if selected not in ("left", "right"):
+        raise ImportFormatError(f"{aw}.result.value.selected: expected 'left' or "
+                                f"'right', got {_short(selected)}")
+    return (left, right), texts, (1, 2) if selected == "left" else (2, 1)
+
+
 def _add_item(batch: ImportBatch, prompt: str, texts: Sequence[str], ids: Sequence[str],
-              key: str, parsed: list[tuple[str, tuple[int, ...] | None]], where: str) -> None:
+              key: str, parsed: _Parsed, where: str) -> None:
     labelers = [who for who, _ in parsed]
     if len(set(labelers)) != len(labelers):
         raise ImportFormatError(f"{where}: one annotator answered twice — keep one answer per "
@@ -375,7 +411,7 @@ def parse_argilla(data: Any, source: str, prompt_field: str = "prompt",
             raise ImportFormatError(f"{where}.responses.{q}: needs at least 2 options to rank")
         k = len(ids)
         texts = [_text(fields[i], f"{where}.fields.{i}") for i in ids]
-        rows: list[tuple[str, tuple[int, ...] | None]] = []
+        rows: _Parsed = []
         for who, ranks in parsed:
             if ranks is not None and not all(1 <= ranks[i] <= k for i in ids):
                 raise ImportFormatError(f"{where}.responses.{q}: ranks of {who} must lie in "
