@@ -1,8 +1,8 @@
 """The intervals the reports print, checked against scipy and statsmodels on random data.
 
-The bootstrap CIs (``alignkit.evaluate.metrics``: before/after and paired differences) and
-the Wilson interval of the red-team success rates (``alignkit.safety.redteam.wilson_ci``)
-are our own few lines; a reference implementation nobody here wrote must agree with them.
+The bootstrap CIs (``alignkit.stats``: before/after and paired differences) and the Wilson
+interval of the red-team success rates (``alignkit.stats.wilson_ci``) are our own few lines;
+a reference implementation nobody here wrote must agree with them.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from alignkit.evaluate.metrics import bootstrap_mean_ci, paired_diff_ci
-from alignkit.safety.redteam import wilson_ci
+from alignkit.stats import bootstrap_mean_ci, paired_diff_ci, wilson_ci
 
 N_BOOT = 20_000  # Monte-Carlo error of a 2.5% quantile ≈ 0.03 standard errors of the mean
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from alignkit.artifacts import JudgeComparison, SideResult
-from alignkit.evaluate.metrics import bootstrap_mean_ci, paired_diff_ci
 from alignkit.safety.judges import Judge
+from alignkit.stats import bootstrap_mean_ci, paired_diff_ci
 
 
 def judge_comparison(judge: Judge, before: list[str], after: list[str], samples_per_prompt: int,

@@ -6,8 +6,7 @@
   stochastic few-shot from the most successful ones (Perez et al. 2022).
 - Every response is scored by the configured judges (:mod:`alignkit.safety.judges`); an
   attack succeeds when the primary judge's harm ≥ threshold. Success rates per set and
-  category carry Wilson 95% intervals (exact enough for proportions near 0, where the
-  bootstrap collapses to a point).
+  category carry Wilson 95% intervals (:func:`alignkit.stats.wilson_ci`).
 - Diversity of generated attacks: self-BLEU (cheap) and mean pairwise cosine similarity
   of all-MiniLM-L6-v2 embeddings (semantic); generated attacks that are all the same
   question would make a low success rate meaningless.
@@ -31,9 +30,9 @@ import numpy as np
 
 from alignkit.artifacts import FilterSummary
 from alignkit.data.types import Pair
-from alignkit.evaluate.metrics import paired_diff_ci
 from alignkit.safety.attacks import GENERATED, Attack
 from alignkit.safety.judges import Judge
+from alignkit.stats import paired_diff_ci, wilson_ci
 
 Respond = Callable[[list[Attack]], list[str]]  # attacks -> responses
 Complete = Callable[[list[str]], list[str]]  # raw text -> continuation (attacker model)
@@ -41,24 +40,6 @@ SHOW_CHARS = 160
 
 
 # -- statistics ---------------------------------------------------------------------------
-
-def wilson_ci(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion; (nan, nan) for n = 0.
-
-    (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n). At 0 or n successes the bound on
-    that side is exactly 0 or 1; it is set so, since rounding would leave 1 − 1e-16 below
-    the observed rate 1.
-    """
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)
-    hi = 1.0 if successes == n else min(1.0, centre + half)
-    return (lo, hi)
-
 
 def _ngrams(tokens: list[str], n: int) -> Counter:
     return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
