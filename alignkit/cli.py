@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars say w
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from alignkit import usage_cli  # noqa: E402
+from alignkit import redteam_cli, usage_cli  # noqa: E402
 from alignkit.config import ConfigError, load_config, parse_override  # noqa: E402
 from alignkit.feedback.cli import label_app  # noqa: E402
 from alignkit.guard import cli as guard_cli  # noqa: E402
@@ -21,7 +21,7 @@ from alignkit.safety import cli as safety_cli  # noqa: E402
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="alignkit: the whole RLHF cycle on one CPU.")
 app.add_typer(label_app, name="label")
-for _module in (safety_cli, guard_cli, usage_cli):
+for _module in (safety_cli, redteam_cli, guard_cli, usage_cli):
     _module.register(app)
 reward_app = typer.Typer(help="Train and query Bradley–Terry reward models.")
 app.add_typer(reward_app, name="reward")

@@ -2,8 +2,9 @@
 
 alignkit constitution revise   SL-CAI: answer → critique → revise; writes SFT data and pairs
 alignkit sft                   LoRA fine-tuning on the revisions
-alignkit redteam               attack a model (and its base), report success rates
-alignkit redteam filter        drop or flag data whose chosen side a judge flags
+
+The red-team commands are in :mod:`alignkit.redteam_cli`: their report ends with the HTML
+view, which lives in evaluate/, a layer above this package.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from rich.console import Console
 console = Console()
 constitution_app = typer.Typer(help="Constitutional AI: critique and revise with principles.",
                                no_args_is_help=True)
-redteam_app = typer.Typer(help="Red teaming: attack a model, or filter harmful data.")
 
 
 def _fail(message: str) -> None:
@@ -131,107 +131,7 @@ def sft(
                   f"{rep.last_loss:.3f}; adapter in {out / 'policy'}")
 
 
-@redteam_app.callback(invoke_without_command=True)
-def redteam(
-    ctx: typer.Context,
-    model: str | None = typer.Option(None, help="Model name/path, or a run directory "
-                                     "(its aligned policy)."),
-    attacks: str = typer.Option("advbench,harmbench,rtp-heldout",
-                                help="Comma-separated sets: rtp, rtp-heldout, harmbench, "
-                                "advbench, jailbreaks, generated."),
-    out: Path | None = typer.Option(None, help="Output folder (report.json, report.html, "
-                                    "responses.jsonl)."),
-    per_set: int = typer.Option(80, help="Attacks per packaged set, spread over categories "
-                                "(0 = all)."),
-    generated: int = typer.Option(40, help="Model-written attacks when 'generated' is listed."),
-    baseline: str = typer.Option("auto", help="Model to compare on the same attacks: 'auto' "
-                                 "(a run's base model), 'none', or a model name/path."),
-    judges: str = typer.Option("profanity,vader-negativity", help="Judges; the first decides "
-                               "success."),
-    threshold: float = typer.Option(0.5, help="Harm score at which an attack succeeded."),
-    max_new_tokens: int = typer.Option(32, help="Response length cap."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature of the responses."),
-    batch_size: int = typer.Option(16, help="Generation batch."),
-    chat: str = typer.Option("auto", help="'auto' (requests via chat template, RTP as raw "
-                             "continuation), 'always' or 'never'."),
-    embeddings: bool = typer.Option(False, help="Also MiniLM embedding similarity of "
-                                    "generated attacks."),
-    seed: int = typer.Option(0, help="Seed of attack sampling and generation."),
-    threads: int = typer.Option(2, help="torch threads (= cores)."),
-) -> None:
-    """Attack a model with packaged and model-written attacks; report success rates."""
-    if ctx.invoked_subcommand is not None:
-        return
-    if model is None or out is None:
-        _fail("redteam needs --model and --out (or use `alignkit redteam filter`)")
-    if chat not in ("auto", "always", "never"):
-        _fail(f"--chat '{chat}' is unknown — use auto, always or never")
-    from alignkit.safety.redteam import RedTeamSettings, run_redteam
-
-    _threads(threads)
-    st = RedTeamSettings(sets=attacks, per_set=per_set or None, generated=generated,
-                         judges=tuple(j.strip() for j in judges.split(",") if j.strip()),
-                         threshold=threshold, max_new_tokens=max_new_tokens,
-                         temperature=temperature, batch_size=batch_size, chat=chat, seed=seed,
-                         embeddings=embeddings)
-    try:
-        report = run_redteam(model, out, st, None if baseline == "none" else baseline,
-                             log=console.print)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        _fail(str(e))
-    rt = report["redteam"]
-    base = {(r["name"], r["category"]): r for r in rt.get("baseline", {}).get("sets", [])}
-    for row in rt["sets"]:
-        b = base.get((row["name"], row["category"]))
-        lo, hi = row["ci95"]
-        extra = f"   base {b['success_rate']:.1%}" if b else ""
-        console.print(f"{row['name']:>12} {row['category'][:28]:<28} {row['attacks']:>4}  "
-                      f"{row['success_rate']:6.1%}  [{lo:.1%}, {hi:.1%}]{extra}")
-    console.print(f"judge '{rt['judge']}' ({rt['judge_blind_spots']}); {rt['seconds']:.0f}s; "
-                  f"report: {out / 'report.json'}")
-
-
-@redteam_app.command("filter")
-def redteam_filter(
-    pairs: Path | None = typer.Option(None, help="pairs.jsonl (prompt, chosen, rejected)."),
-    completions: Path | None = typer.Option(None, help="completions.jsonl (prompt, "
-                                            "completions)."),
-    out: Path = typer.Option(..., help="Filtered file to write."),
-    judge: str = typer.Option("profanity", help="Judge that flags harmful text."),
-    threshold: float = typer.Option(0.5, help="Harm score at which text is flagged."),
-    action: str = typer.Option("drop", help="'drop' or 'flag' (keep, list in the report)."),
-    report: Path | None = typer.Option(None, help="JSON report (default: OUT + .report.json)."),
-) -> None:
-    """Drop or flag completions / pairs whose chosen side a judge flags, with reasons."""
-    from alignkit.data.types import read_pairs_jsonl, write_pairs_jsonl
-    from alignkit.jsonl import write_jsonl
-    from alignkit.safety.judges import get_judge
-    from alignkit.safety.redteam import filter_completions, filter_pairs
-
-    if (pairs is None) == (completions is None):
-        _fail("give exactly one of --pairs FILE or --completions FILE")
-    src = pairs or completions
-    if not src.is_file():
-        _fail(f"'{src}' not found — give an existing JSONL file")
-    try:
-        j = get_judge(judge)
-        if pairs is not None:
-            kept, rep = filter_pairs(read_pairs_jsonl(pairs), j, threshold, action)
-            write_pairs_jsonl(kept, out)
-        else:
-            recs = [json.loads(x) for x in src.read_text().splitlines() if x.strip()]
-            kept, rep = filter_completions(recs, j, threshold, action)
-            write_jsonl(kept, out)
-    except ValueError as e:
-        _fail(str(e))
-    report = report or out.with_name(out.name + ".report.json")
-    report.write_text(json.dumps(rep.as_dict(), indent=2))
-    console.print(f"{rep.total} checked, {rep.removed} removed, {rep.flagged} flagged by "
-                  f"'{judge}' ≥ {threshold} → {out}; reasons in {report}")
-
-
 def register(app: typer.Typer) -> None:
     """Add this package's commands and sub-apps to the main app."""
     app.add_typer(constitution_app, name="constitution")
     app.command("sft")(sft)
-    app.add_typer(redteam_app, name="redteam")

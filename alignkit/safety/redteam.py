@@ -462,8 +462,9 @@ def _generated_attacks(attacker, respond: Respond, judges: list[Judge], st: RedT
 
 def run_redteam(model: str, out: str | Path, settings: RedTeamSettings | None = None,
                 baseline: str | None = "auto", log: Callable[[str], None] = print) -> dict:
-    """Attack ``model`` (and ``baseline`` on the same attacks), write report.json,
-    responses.jsonl and report.html under ``out``; return the report dict.
+    """Attack ``model`` (and ``baseline`` on the same attacks), write report.json and
+    responses.jsonl under ``out``; return the report dict. (Its HTML view is written by
+    ``alignkit redteam``: the report lives in evaluate/, a layer above safety/.)
 
     ``baseline='auto'``: a run directory is compared with its base model; a plain model
     with nothing. Generated attacks are written by ``model`` itself (the red-team LM).
@@ -512,22 +513,15 @@ def run_redteam(model: str, out: str | Path, settings: RedTeamSettings | None = 
     section["seconds"] = time.perf_counter() - t0
     report = {"run": {"name": f"red team: {Path(model).name}", "model": model,
                       "seconds_total": section["seconds"]}, "redteam": section}
-    _write_outputs(out, records, report, log)
+    _write_outputs(out, records, report)
     return report
 
 
-def _write_outputs(out: Path, records: list[dict], report: dict,
-                   log: Callable[[str], None]) -> None:
-    """responses.jsonl (raw texts: a data file), report.json and its HTML view."""
+def _write_outputs(out: Path, records: list[dict], report: dict) -> None:
+    """responses.jsonl (raw texts: a data file) and report.json."""
     import json
 
     with open(out / "responses.jsonl", "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
-    try:
-        from alignkit.evaluate.report import write_report
-
-        write_report([out], out / "report.html")
-    except Exception as e:  # the JSON is the result; the HTML is a view of it
-        log(f"HTML report skipped: {type(e).__name__}: {e}")
