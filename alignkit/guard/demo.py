@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alignkit.artifacts import GuardReport
 from alignkit.guard.config import GuardConfig
 from alignkit.guard.detectors import gao_fit
 from alignkit.guard.guard import Guard, HeldoutEval
@@ -168,13 +169,16 @@ def plot_runs(out: Path, names: list[str], path: Path, finals: dict | None = Non
     ax_p, ax_g = fig.subplots(1, 2)
     colors = {"unguarded": "#dc2626", "guarded": "#2563eb"}
     for name in names:
-        data = json.loads((out / name / "guard.json").read_text())
-        rows = [r for r in data["evaluations"] if r.get("gold") is not None]
-        d = np.sqrt(np.clip([r["kl"] for r in rows], 0.0, None))
+        guard = GuardReport.read(out / name / "guard.json")
+        if guard is None:
+            raise FileNotFoundError(f"{out / name / 'guard.json'} is missing — run the demo "
+                                    "(run_demo) before plotting it")
+        rows = [r for r in guard.evaluations if r.gold is not None]
+        d = np.sqrt(np.clip([r.kl for r in rows], 0.0, None))
         c = colors.get(name, "#059669")
-        ax_p.plot(d, [r["proxy"] for r in rows], "o-", color=c, ms=3, label=name)
-        ax_g.plot(d, [r["gold"] for r in rows], "o-", color=c, ms=3, label=name)
-        fit = gao_fit([r["kl"] for r in rows], [r["gold"] for r in rows])
+        ax_p.plot(d, [r.proxy for r in rows], "o-", color=c, ms=3, label=name)
+        ax_g.plot(d, [r.gold for r in rows], "o-", color=c, ms=3, label=name)
+        fit = gao_fit([r.kl for r in rows], [r.gold for r in rows])
         if fit is not None and fit.beta > 0 and fit.points >= 6:  # a curve, not noise
             xs = np.linspace(0.0, float(d.max()), 60)
             ax_g.plot(xs, fit.predict(xs), "--", color=c, lw=1, alpha=0.7,
@@ -184,10 +188,10 @@ def plot_runs(out: Path, names: list[str], path: Path, finals: dict | None = Non
             ax_p.plot(f["sqrt_kl"], f["proxy"], "*", color=c, ms=13, mec="black", mew=0.5)
             ax_g.plot(f["sqrt_kl"], f["gold"], "*", color=c, ms=13, mec="black", mew=0.5,
                       label=f"{name}: final policy")
-        for a in data["alarms"]:
-            k = next((i for i, r in enumerate(rows) if r["step"] == a["step"]), None)
-            if k is not None and a["detector"] == "proxy_gold":
-                ax_g.plot(d[k], rows[k]["gold"], "x", color=c, ms=9, mew=2)
+        for a in guard.alarms:
+            k = next((i for i, r in enumerate(rows) if r.step == a.step), None)
+            if k is not None and a.detector == "proxy_gold":
+                ax_g.plot(d[k], rows[k].gold, "x", color=c, ms=9, mew=2)
     ax_p.set(title="Proxy reward vs √KL (held-out)", xlabel="√KL (√nats)", ylabel="proxy")
     ax_g.set(title="Gold vs √KL (held-out; × = proxy/gold alarm)", xlabel="√KL (√nats)",
              ylabel="gold")
