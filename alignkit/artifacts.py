@@ -6,7 +6,9 @@ Every record is a dataclass with ``to_json`` / ``from_json``. ``from_json`` is t
 purpose: a field missing from an older file is its default (or None), and keys this version
 does not know are kept in ``extra`` and written back, so a run directory written by an
 older or newer alignkit still loads, resumes and reports. Old key names are mapped here and
-nowhere else (``episodes`` → ``episode``).
+nowhere else (``episodes`` → ``episode``). ``salvage`` is for readers that must show a
+damaged file rather than fail (the HTML report): it keeps only values of the declared types
+and names each one it leaves out.
 """
 
 from __future__ import annotations
@@ -117,14 +119,36 @@ class Record:
         if not isinstance(data, typing.Mapping):
             raise ValueError(f"{cls.__name__}: expected a JSON object, got "
                              f"{type(data).__name__}")
+        return cls._build(data, None, "")
+
+    @classmethod
+    def salvage(cls, data: Any, problems: list[str], source: str) -> Self | None:
+        """``cls`` from JSON that may be damaged, for a reader that must not fail: the report
+        of a half-written, hand-edited or foreign run directory.
+
+        ``from_json`` passes a value of the wrong type through (and raises on a nested
+        record that is not an object); this leaves it out instead — the field gets its
+        default or None, a list or map one element fewer — and says so in ``problems``
+        (``source`` names the file), so every value it keeps has its annotated type. A null
+        where the type has no None is left out silently, like a missing field. None when
+        ``data`` is not an object at all.
+        """
+        out = _load(data, cls, _Salvage(problems, source), "")
+        return None if out is _LEFT_OUT else out
+
+    @classmethod
+    def _build(cls, data: typing.Mapping[str, Any], salvage: _Salvage | None, path: str
+               ) -> Self:
         hints = typing.get_type_hints(cls)
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             if f.name == "extra":
                 continue
-            if f.name in data:
-                kwargs[f.name] = _load(data[f.name], hints[f.name])
+            value = (_load(data[f.name], hints[f.name], salvage, _join(path, f.name))
+                     if f.name in data else _LEFT_OUT)
+            if value is not _LEFT_OUT:
+                kwargs[f.name] = value
             elif not _has_default(f):
                 kwargs[f.name] = None  # an older file without this field
         return cls(**kwargs, extra={k: v for k, v in data.items() if k not in known})
@@ -156,22 +180,75 @@ def _dump(value: Any) -> Any:
     return value
 
 
-def _load(value: Any, hint: Any) -> Any:
-    """``value`` from JSON as the annotated type: nested records, lists and maps of them."""
+_LEFT_OUT: Any = object()  # what salvaging drops: not a value of the annotated type
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+@dataclass
+class _Salvage:
+    """Where ``Record.salvage`` notes what it left out, and which file it is reading."""
+
+    problems: list[str]
+    source: str
+
+    def left_out(self, path: str, value: Any, expected: str) -> Any:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
+        self.problems.append(f"{self.source}: {path or 'the file'} should be {expected}, got "
+                             f"{shown} — left out")
+        return _LEFT_OUT
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _admits_none(hint: Any) -> bool:
+    return hint is Any or (typing.get_origin(hint) in (Union, types.UnionType)
+                           and type(None) in typing.get_args(hint))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of a scalar ``hint`` (a JSON integer is a number; true is not)."""
+    if hint not in _SCALARS:
+        return True
+    if isinstance(value, bool):
+        return hint is bool
+    return isinstance(value, int | float) if hint is float else isinstance(value, hint)
+
+
+def _load(value: Any, hint: Any, salvage: _Salvage | None = None, path: str = "") -> Any:
+    """``value`` from JSON as the annotated type: nested records, lists and maps of them.
+
+    Without ``salvage`` (``from_json``) a value that does not fit passes through as it is;
+    with it (``Record.salvage``) it is ``_LEFT_OUT`` and noted.
+    """
     if value is None:
-        return None
+        return None if salvage is None or _admits_none(hint) else _LEFT_OUT
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _load(value, args[0]) if len(args) == 1 else value
+        return _load(value, args[0], salvage, path) if len(args) == 1 else value
     if isinstance(hint, type) and issubclass(hint, Record):
-        return hint.from_json(value)
-    if origin is list and isinstance(value, list):
+        if salvage is None:
+            return hint.from_json(value)
+        if not isinstance(value, typing.Mapping):
+            return salvage.left_out(path, value, "an object")
+        return hint._build(value, salvage, path)
+    if origin is list:
+        if not isinstance(value, list):
+            return value if salvage is None else salvage.left_out(path, value, "a list")
         (arg,) = typing.get_args(hint) or (Any,)
-        return [_load(v, arg) for v in value]
-    if origin is dict and isinstance(value, dict):
+        items = (_load(v, arg, salvage, f"{path}[{i}]") for i, v in enumerate(value))
+        return [v for v in items if v is not _LEFT_OUT]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return value if salvage is None else salvage.left_out(path, value, "an object")
         args = typing.get_args(hint)
-        return {k: _load(v, args[1] if args else Any) for k, v in value.items()}
+        pairs = ((k, _load(v, args[1] if args else Any, salvage, _join(path, str(k))))
+                 for k, v in value.items())
+        return {k: v for k, v in pairs if v is not _LEFT_OUT}
+    if salvage is not None and not _fits(value, hint):
+        return salvage.left_out(path, value, _SCALARS[hint])
     return value
 
 
