@@ -26,6 +26,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from alignkit.artifacts import EvaluationResult, RewardReport, SideResult
+
 # One colour per run when runs are overlaid; a single run uses per-metric colours instead.
 RUN_COLORS = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626"]
 BEFORE_COLOR = "#9ca3af"
@@ -112,10 +114,6 @@ def _floats(value: Any) -> list[float]:
     if not isinstance(value, list):
         return []
     return [f for f in (_as_float(v) for v in value) if f is not None]
-
-
-def _records(value: Any) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 @contextmanager
@@ -298,46 +296,46 @@ def ppo_health(runs: Sequence[RunSeries]) -> Figure | None:
     return fig
 
 
-def reward_model(rms: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure | None:
+def reward_model(rms: Sequence[tuple[str, RewardReport | None]]) -> Figure | None:
     """Calibration, score histogram and training loss of the reward model(s).
 
     Calibration matters because PPO follows the RM's confidence: an over-confident RM
     pushes hard on pairs it only guesses.
     """
-    rms = [(label, rm) for label, rm in rms if rm]
-    if not rms:
+    present = [(label, rm) for label, rm in rms if rm is not None]
+    if not present:
         return None
     with _style():
         fig, axes = _figure(3, 2.9)
-        many = len(rms) > 1
-        drawn = [_calibration(axes[0], rms, many), _score_hist(axes[1], rms, many),
-                 _train_loss(axes[2], rms, many)]
+        many = len(present) > 1
+        drawn = [_calibration(axes[0], present, many), _score_hist(axes[1], present, many),
+                 _train_loss(axes[2], present, many)]
         if not any(drawn):
             return None
         if many:
             from matplotlib.lines import Line2D
 
             fig.legend(handles=[Line2D([], [], color=RUN_COLORS[i % len(RUN_COLORS)], lw=2,
-                                       label=label) for i, (label, _) in enumerate(rms)],
-                       loc="outside lower center", ncols=min(len(rms), 6))
+                                       label=label) for i, (label, _) in enumerate(present)],
+                       loc="outside lower center", ncols=min(len(present), 6))
     return fig
 
 
-def _calibration(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bool) -> bool:
+def _calibration(ax: Axes, rms: Sequence[tuple[str, RewardReport]], many: bool) -> bool:
     ax.plot([0.5, 1], [0.5, 1], color="#9ca3af", ls="--", lw=1)
     accs, drawn = [], False
     for i, (_, rm) in enumerate(rms):
-        bins = [b for b in _records(rm.get("calibration")) if _as_float(b.get("p_mean")) is not None
-                and _as_float(b.get("acc")) is not None]
+        bins = [b for b in rm.calibration if _as_float(b.p_mean) is not None
+                and _as_float(b.acc) is not None]
         c = RUN_COLORS[i % len(RUN_COLORS)]
         if bins:
-            p = [b["p_mean"] for b in bins]
-            a = [b["acc"] for b in bins]
-            n = np.asarray([max(_as_float(b.get("n")) or 1.0, 1.0) for b in bins])
+            p = [b.p_mean for b in bins]
+            a = [b.acc for b in bins]
+            n = np.asarray([max(_as_float(b.n) or 1.0, 1.0) for b in bins])
             ax.plot(p, a, color=c, lw=1.8)
             ax.scatter(p, a, s=12 + 60 * n / n.max(), color=c, zorder=3, lw=0)
             drawn = True
-        acc = _as_float(rm.get("eval_accuracy"))
+        acc = _as_float(rm.eval_accuracy)
         if acc is not None:
             accs.append(f"{acc:.1%}")
     title = "RM calibration"
@@ -348,18 +346,16 @@ def _calibration(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: b
     ax.set_ylabel("observed accuracy")
     if not drawn:
         _empty(ax, "no calibration bins")
-    elif not many and _as_float(rms[0][1].get("eval_ece")) is not None:
-        ax.text(0.97, 0.05, f"ECE {rms[0][1]['eval_ece']:.3f}", transform=ax.transAxes,
+    elif not many and (ece := _as_float(rms[0][1].eval_ece)) is not None:
+        ax.text(0.97, 0.05, f"ECE {ece:.3f}", transform=ax.transAxes,
                 ha="right", color="#4b5563", fontsize=8)
     return drawn
 
 
-def _score_hist(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bool) -> bool:
+def _score_hist(ax: Axes, rms: Sequence[tuple[str, RewardReport]], many: bool) -> bool:
     drawn = False
     for i, (_, rm) in enumerate(rms):
-        h = rm.get("score_hist")
-        h = h if isinstance(h, dict) else {}
-        edges, counts = _floats(h.get("edges")), _floats(h.get("counts"))
+        edges, counts = _floats(rm.score_hist.get("edges")), _floats(rm.score_hist.get("counts"))
         if len(edges) != len(counts) + 1 or not counts:
             continue
         c = RUN_COLORS[i % len(RUN_COLORS)]
@@ -376,10 +372,10 @@ def _score_hist(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bo
     return drawn
 
 
-def _train_loss(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bool) -> bool:
+def _train_loss(ax: Axes, rms: Sequence[tuple[str, RewardReport]], many: bool) -> bool:
     drawn = False
     for i, (_, rm) in enumerate(rms):
-        loss = np.asarray(_floats(rm.get("train_loss")), dtype=float)
+        loss = np.asarray(_floats(rm.train_loss), dtype=float)
         if loss.size == 0:
             continue
         c = RUN_COLORS[i % len(RUN_COLORS)]
@@ -397,14 +393,15 @@ def _train_loss(ax: Axes, rms: Sequence[tuple[str, Mapping[str, Any]]], many: bo
     return True
 
 
-def harm_histograms(evals: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure | None:
+def harm_histograms(evals: Sequence[tuple[str, EvaluationResult | None]]) -> Figure | None:
     """Per-sample judge harm before and after, one panel per run.
 
     A mean can fall because a few very toxic samples vanished or because everything moved
     a little; the histogram tells which. Counts are on a log scale so the rare high-harm
     tail — the part that matters — stays visible next to the mass near zero.
     """
-    panels = [(label, ev) for label, ev in evals if _harm(ev, "before") or _harm(ev, "after")]
+    panels = [(label, ev) for label, ev in evals
+              if ev is not None and (_harm(ev.before) or _harm(ev.after))]
     if not panels:
         return None
     ncols = min(len(panels), 3)
@@ -415,13 +412,12 @@ def harm_histograms(evals: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure | 
         width = (bins[1] - bins[0]) * 0.42
         centers = (bins[:-1] + bins[1:]) / 2
         for ax, (label, ev) in zip(axes, panels, strict=False):
-            for side, color, shift in (("before", BEFORE_COLOR, -0.5), ("after", AFTER_COLOR,
-                                                                         0.5)):
-                h = _harm(ev, side)
+            for side, name, color, shift in ((ev.before, "base", BEFORE_COLOR, -0.5),
+                                             (ev.after, "aligned", AFTER_COLOR, 0.5)):
+                h = _harm(side)
                 if not h:
                     continue
                 counts, _ = np.histogram(np.clip(h, 0, 1), bins=bins)
-                name = "base" if side == "before" else "aligned"
                 ax.bar(centers + shift * width, counts, width=width, color=color,
                        label=f"{name} (mean {np.mean(h):.3f})")
                 ax.axvline(float(np.mean(h)), color=color, lw=1.4, ls="--")
@@ -429,7 +425,7 @@ def harm_histograms(evals: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure | 
             ax.set_ylim(bottom=0.7)
             ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_xlim(0, 1)
-            judge = ev.get("judge") or "judge"
+            judge = ev.judge or "judge"
             ax.set_title(f"{label} — harm by {judge}" if len(panels) > 1 else
                          f"Per-sample harm by {judge}, before vs after")
             ax.set_xlabel("harm (probability offensive)")
@@ -440,9 +436,8 @@ def harm_histograms(evals: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure | 
     return fig
 
 
-def _harm(ev: Mapping[str, Any], side: str) -> list[float]:
-    sides = ev.get(side)
-    return _floats(sides.get("harm")) if isinstance(sides, dict) else []
+def _harm(side: SideResult | None) -> list[float]:
+    return _floats(side.harm) if side is not None else []
 
 
 @dataclass(frozen=True)

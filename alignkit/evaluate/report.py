@@ -73,20 +73,20 @@ def _comparison(runs: Sequence[Run]) -> str:
         "", "time"]
     rows = []
     for i, run in enumerate(runs):
-        ev, ppo, rm = run.section("evaluation"), run.section("ppo"), run.section("reward_model")
+        ev, ppo, rm = run.report.evaluation, run.report.ppo, run.report.reward_model
         r = (judge_results(ev) or [None])[0]
         verdict, kind = _verdict(r.diff_ci if r else None)
         color = plots.RUN_COLORS[i % len(plots.RUN_COLORS)]
         rows.append(
             [f'<span class="key"><i style="background:{color}"></i><b>{_e(run.label)}</b></span>']
             + [_e(getattr(run, a)) for a, v in vary.items() if v]
-            + [_fmt(ppo.get("iterations")), _fmt(ppo.get("kl_coef")),
-               _fmt(ev.get("kl_to_reference"), 2), _pct(rm.get("eval_accuracy")),
+            + [_fmt(ppo and ppo.iterations), _fmt(ppo and ppo.kl_coef),
+               _fmt(ev and ev.kl_to_reference, 2), _pct(rm and rm.eval_accuracy),
                f"{_fmt(r.before if r else None)} → {_fmt(r.after if r else None)}",
                f"{_signed(r.diff if r else None)} "
                f"<small>{_ci(r.diff_ci if r else None, signed=True)}</small>",
                _badge(verdict, kind),
-               _e(_duration(_num(run.section("run").get("seconds_total")) or
+               _e(_duration(_num(run.report.run.seconds_total) or
                             sum(run.stage_seconds().values()) or None))])
     first_num = 1 + sum(vary.values())
     numeric = set(range(first_num, first_num + 6)) | {first_num + 7}
@@ -156,19 +156,19 @@ def _nav(items: Sequence[tuple[str, str]]) -> str:
 
 
 def _chips(run: Run) -> list[str]:
-    fb, ev = run.section("feedback"), run.section("evaluation")
+    fb, ev = run.report.feedback, run.report.evaluation
     chips = [f"criterion <b>{_e(run.criterion)}</b>", f"model <b>{_e(run.model)}</b>"]
-    if fb.get("source"):
-        chips.append(f"labels <b>{_e(fb['source'])}</b>")
-    if ev.get("judge"):
-        chips.append(f"gold judge <b>{_e(ev['judge'])}</b>")
+    if fb and fb.source:
+        chips.append(f"labels <b>{_e(fb.source)}</b>")
+    if ev and ev.judge:
+        chips.append(f"gold judge <b>{_e(ev.judge)}</b>")
     return chips
 
 
 def _single(run: Run, pngs: Mapping[str, bytes]) -> str:
     sections = [
         ("story", "Summary", _story(run, pngs)),
-        ("hh", "Helpful & harmless", hh_section(run.section("hh"))),
+        ("hh", "Helpful & harmless", hh_section(run.report.hh)),
         ("training", "PPO", _training(run, pngs)),
         ("reward-model", "Reward model", _reward_model(run, pngs)),
         ("feedback", "Feedback", _feedback(run)),

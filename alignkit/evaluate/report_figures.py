@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from alignkit.artifacts import EvaluationResult, JudgeComparison, SideResult
 from alignkit.evaluate import plots
 from alignkit.evaluate.report_format import (
     _ci,
-    _dict,
-    _dicts,
     _e,
     _figure,
     _fmt,
@@ -43,37 +41,36 @@ class JudgeResult:
     relative: float | None
 
 
-def judge_results(ev: Mapping[str, Any]) -> list[JudgeResult]:
+def judge_results(ev: EvaluationResult | None) -> list[JudgeResult]:
     """The evaluation's primary judge first, then the other judges, in one shape."""
+    if ev is None:
+        return []
     out = []
-    before, after = _dict(ev.get("before")), _dict(ev.get("after"))
-    if before or after:
-        b, a = _num(before.get("mean")), _num(after.get("mean"))
-        out.append(JudgeResult(
-            name=str(ev.get("judge") or "judge"), source=str(ev.get("judge_source") or ""),
-            blind_spots=str(ev.get("judge_blind_spots") or ""),
-            before=b, before_ci=_pair(before.get("ci95")), after=a,
-            after_ci=_pair(after.get("ci95")),
-            diff=_num(ev.get("paired_diff_mean")) if _num(ev.get("paired_diff_mean")) is not None
-            else (a - b if a is not None and b is not None else None),
-            diff_ci=_pair(ev.get("paired_diff_ci95")),
-            relative=_num(ev.get("relative_change")) if _num(ev.get("relative_change"))
-            is not None else (a / b - 1 if a is not None and b else None)))
-    others = ev.get("other_judges")
-    for name, o in (others.items() if isinstance(others, dict) else []):
-        if not isinstance(o, dict):
-            continue
-        ob, oa = _dict(o.get("before")), _dict(o.get("after"))
-        b, a = _num(ob.get("mean")), _num(oa.get("mean"))
-        out.append(JudgeResult(
-            name=str(name), source=str(o.get("source") or ""),
-            blind_spots=str(o.get("blind_spots") or ""),
-            before=b, before_ci=_pair(ob.get("ci95")), after=a, after_ci=_pair(oa.get("ci95")),
-            diff=_num(o.get("paired_diff_mean")) if _num(o.get("paired_diff_mean")) is not None
-            else (a - b if a is not None and b is not None else None),
-            diff_ci=_pair(o.get("paired_diff_ci95")),
-            relative=a / b - 1 if a is not None and b else None))
+    if ev.before is not None or ev.after is not None:
+        out.append(_judge_result(ev.judge or "judge", ev.judge_source, ev.judge_blind_spots,
+                                 ev))
+    out += [_judge_result(name, o.source, o.blind_spots, o) for name, o in ev.other_judges.items()]
     return out
+
+
+def _judge_result(name: str, source: str | None, blind_spots: str | None,
+                  c: EvaluationResult | JudgeComparison) -> JudgeResult:
+    """One judge's before/after; the difference and relative change are computed from the
+    means when the file does not carry them (an older or partial evaluation)."""
+    b, a = _mean(c.before), _mean(c.after)
+    diff, relative = _num(c.paired_diff_mean), _num(c.relative_change)
+    return JudgeResult(
+        name=str(name), source=str(source or ""), blind_spots=str(blind_spots or ""),
+        before=b, before_ci=_pair(c.before.ci95 if c.before else None), after=a,
+        after_ci=_pair(c.after.ci95 if c.after else None),
+        diff=diff if diff is not None else (a - b if a is not None and b is not None else None),
+        diff_ci=_pair(c.paired_diff_ci95),
+        relative=relative if relative is not None else (a / b - 1 if a is not None and b
+                                                         else None))
+
+
+def _mean(side: SideResult | None) -> float | None:
+    return _num(side.mean) if side is not None else None
 
 
 def _verdict(diff_ci: tuple[float, float] | None) -> tuple[str, str]:
@@ -90,7 +87,7 @@ def _verdict(diff_ci: tuple[float, float] | None) -> tuple[str, str]:
 
 def _headline(run: Run) -> str:
     """One sentence a reader can repeat: what moved, by how much, how sure."""
-    results = judge_results(run.section("evaluation"))
+    results = judge_results(run.report.evaluation)
     if not results or results[0].before is None or results[0].after is None:
         return (f"{_e(run.criterion.capitalize())} run on <b>{_e(run.model)}</b>. "
                 "No before/after evaluation was recorded, so there is no headline result yet.")
@@ -115,15 +112,15 @@ def _headline(run: Run) -> str:
 
 
 def _series(run: Run) -> plots.RunSeries:
-    alarms = _dicts(run.section("guard").get("alarms"))
-    steps = [int(a["step"]) for a in alarms if _num(a.get("step")) is not None]
+    alarms = run.report.guard.alarms if run.report.guard else []
+    steps = [a.step for a in alarms if a.step is not None]
     return plots.RunSeries(label=run.label, metrics=run.metrics, alarm_steps=steps)
 
 
 def _judge_rows(runs: Sequence[Run]) -> list[plots.JudgeRow]:
     rows = []
     for run in runs:
-        for r in judge_results(run.section("evaluation")):
+        for r in judge_results(run.report.evaluation):
             if r.before is None or r.after is None:
                 continue
             rows.append(plots.JudgeRow(r.name, run.label, r.before, r.before_ci, r.after,
@@ -140,9 +137,8 @@ def render_plots(runs: Sequence[Run], plot_dir: Path) -> dict[str, bytes]:
         "overoptimisation": plots.overoptimisation(series),
         "length_entropy": plots.length_entropy(series),
         "ppo_health": plots.ppo_health(series),
-        "reward_model": plots.reward_model([(r.label, r.section("reward_model"))
-                                            for r in runs]),
-        "harm": plots.harm_histograms([(r.label, r.section("evaluation")) for r in runs]),
+        "reward_model": plots.reward_model([(r.label, r.report.reward_model) for r in runs]),
+        "harm": plots.harm_histograms([(r.label, r.report.evaluation) for r in runs]),
     }
     return {name: plots.save_png(fig, plot_dir / f"{name}.png")
             for name, fig in figures.items() if fig is not None}

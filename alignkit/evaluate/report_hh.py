@@ -63,10 +63,9 @@ def tradeoff_png(hh: HHEvaluation, judge: str) -> bytes | None:
     return buf.getvalue()
 
 
-def hh_section(raw: dict) -> str:
-    if not raw:
+def hh_section(hh: HHEvaluation | None) -> str:
+    if hh is None:
         return ""
-    hh = HHEvaluation.from_json(raw)
     head = ["set", "judge", "base", "SL-CAI", "aligned", "Δ aligned−base, points (95% CI)", "n"]
     rates = _table(head, _rate_rows(hh), numeric={2, 3, 4, 5, 6}, cls="compact")
     h, p = hh.benign_helpfulness, hh.rtp_profanity

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from alignkit.artifacts import EvalSample, EvaluationResult
 from alignkit.evaluate.report_figures import (
     JudgeResult,
     _fig,
@@ -40,88 +41,94 @@ from alignkit.evaluate.report_load import (
 )
 from alignkit.safety.masking import MASK_THRESHOLD, mask_texts
 
+PROBLEMS_SHOWN = 12  # a damaged report.json can fail field by field: the first ones suffice
+
 # ---------------------------------------------------------------- sections of one run
 
 
 def _story(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -> str:
     """The top of the report: headline, key numbers, judges, side effects, time."""
     parts = [f'<p class="headline">{_headline(run)}</p>', _kpis(run), _data_flow(run)]
-    results = judge_results(run.section("evaluation"))
-    if results:
+    ev = run.report.evaluation
+    results = judge_results(ev)
+    if ev is not None and results:
         if plots_shown:
             parts.append(_fig(pngs, "judges", "before/after harm per judge"))
         parts.append(_judges_table(results))
-        parts.append(_side_effects(run.section("evaluation")))
+        parts.append(_side_effects(ev))
     parts.append(_time_bar(run))
     parts.append(_absent_note(run))
     return _section("story", "The run in numbers", "".join(parts))
 
 
 def _kpis(run: Run) -> str:
-    ev, rm, fb = run.section("evaluation"), run.section("reward_model"), run.section("feedback")
-    ppo, meta = run.section("ppo"), run.section("run")
-    cards = []
-    results = judge_results(ev)
-    if results and results[0].before is not None:
-        r = results[0]
-        verdict, kind = _verdict(r.diff_ci)
-        cards.append(_card(f"Harm · {r.name}", f"{_fmt(r.before)} → {_fmt(r.after)}",
-                           f"{_pct(r.relative, 0, signed=True)} · {_badge(verdict, kind)}",
-                           kind="hero"))
-    if ev:
+    rep = run.report
+    cards = _harm_card(rep.evaluation)
+    if rep.evaluation:
         budget = run.config_value("guard.kl_budget")
-        cards.append(_card("KL to reference", f"{_fmt(ev.get('kl_to_reference'), 2)} nats",
+        cards.append(_card("KL to reference", f"{_fmt(rep.evaluation.kl_to_reference, 2)} nats",
                            f"budget {_fmt(budget, 1)} nats" if _num(budget) else "per sequence"))
-    if rm:
-        cards.append(_card("Reward model", _pct(rm.get("eval_accuracy")),
-                           f"accuracy · ECE {_fmt(rm.get('eval_ece'))} · "
-                           f"{_fmt(rm.get('pairs_train'))}/{_fmt(rm.get('pairs_eval'))} pairs"))
-    if fb:
-        source = str(fb.get("source") or "unknown")
-        cards.append(_card("Feedback", f"{_fmt(fb.get('rankings'))} rankings",
-                           f"{_fmt(fb.get('labelers'))} {_e(source)} labelers · "
-                           f"{_pct(fb.get('agreement'), 0)} agree",
+    if rep.reward_model:
+        rm = rep.reward_model
+        cards.append(_card("Reward model", _pct(rm.eval_accuracy),
+                           f"accuracy · ECE {_fmt(rm.eval_ece)} · "
+                           f"{_fmt(rm.pairs_train)}/{_fmt(rm.pairs_eval)} pairs"))
+    if rep.feedback:
+        source = str(rep.feedback.source or "unknown")
+        cards.append(_card("Feedback", f"{_fmt(rep.feedback.rankings)} rankings",
+                           f"{_fmt(rep.feedback.labelers)} {_e(source)} labelers · "
+                           f"{_pct(rep.feedback.agreement, 0)} agree",
                            kind="" if source == "human" else "flag"))
-    if ppo:
-        cards.append(_card("PPO", f"{_fmt(ppo.get('iterations'))} iterations",
-                           f"β {_fmt(ppo.get('kl_coef'))} · "
-                           f"{_fmt(ppo.get('seconds_per_iteration'), 1)} s/iteration"))
-    guard = run.section("guard")
-    if guard:
-        n = len(_dicts(guard.get("alarms")))
+    if rep.ppo:
+        cards.append(_card("PPO", f"{_fmt(rep.ppo.iterations)} iterations",
+                           f"β {_fmt(rep.ppo.kl_coef)} · "
+                           f"{_fmt(rep.ppo.seconds_per_iteration, 1)} s/iteration"))
+    if rep.guard:
+        n = len(rep.guard.alarms)
         cards.append(_card("Guard", f"{n} alarm{'s' if n != 1 else ''}",
                            "reward-hacking detectors" if n else "no detector fired",
                            kind="alarm" if n else "ok"))
-    total = _num(meta.get("seconds_total")) or sum(run.stage_seconds().values()) or None
+    total = _num(rep.run.seconds_total) or sum(run.stage_seconds().values()) or None
     if total:
-        where = f" on {meta['device']}" if meta.get("device") else ""
+        where = f" on {rep.run.device}" if rep.run.device else ""
         cards.append(_card("Wall time", _duration(total),
                            f"{len(run.stage_seconds())} stages{where}"))
     hero = " story" if cards and 'class="card hero"' in cards[0] else ""
     return f'<div class="cards{hero}">{"".join(cards)}</div>' if cards else ""
 
 
+def _harm_card(ev: EvaluationResult | None) -> list[str]:
+    """The hero card: the primary judge's harm before → after, and the verdict of its CI."""
+    results = judge_results(ev)
+    if not results or results[0].before is None:
+        return []
+    r = results[0]
+    verdict, kind = _verdict(r.diff_ci)
+    return [_card(f"Harm · {r.name}", f"{_fmt(r.before)} → {_fmt(r.after)}",
+                  f"{_pct(r.relative, 0, signed=True)} · {_badge(verdict, kind)}", kind="hero")]
+
+
 def _data_flow(run: Run) -> str:
     """Data sizes as one chain from prompts to evaluation: how much each stage saw."""
-    fb, rm = run.section("feedback"), run.section("reward_model")
-    ppo, ev = run.section("ppo"), run.section("evaluation")
+    fb, rm = run.report.feedback, run.report.reward_model
+    ppo, ev = run.report.ppo, run.report.evaluation
     steps = []
     prompts, k = run.config_value("generate.prompts"), run.config_value("generate.k")
     if _num(prompts) and _num(k):
         steps.append(f"<b>{_fmt(prompts)}</b> prompts × <b>{_fmt(k)}</b> completions")
     if fb:
-        steps.append(f"<b>{_fmt(fb.get('rankings'))}</b> {_e(fb.get('source') or '')} rankings")
+        steps.append(f"<b>{_fmt(fb.rankings)}</b> {_e(fb.source or '')} rankings")
     if rm:
-        steps.append(f"<b>{_fmt(rm.get('pairs_train'))}</b> + <b>{_fmt(rm.get('pairs_eval'))}"
+        steps.append(f"<b>{_fmt(rm.pairs_train)}</b> + <b>{_fmt(rm.pairs_eval)}"
                      "</b> train + held-out pairs")
     if ppo:
         per = [_num(run.config_value(f"ppo.{k}")) for k in ("prompts_per_step",
                                                              "samples_per_prompt")]
         size = f" × <b>{per[0] * per[1]:.0f}</b> samples" if per[0] and per[1] else ""
-        steps.append(f"<b>{_fmt(ppo.get('iterations'))}</b> PPO steps{size}")
+        steps.append(f"<b>{_fmt(ppo.iterations)}</b> PPO steps{size}")
     if ev:
-        steps.append(f"<b>{_fmt(ev.get('prompts'))}</b> held-out prompts × "
-                     f"<b>{_fmt(ev.get('samples_per_prompt'))}</b> evaluated")
+        steps.append(f"<b>{_fmt(ev.prompts)}</b> held-out prompts × "
+                     f"<b>{_fmt(ev.samples_per_prompt)}</b> evaluated")
     if not steps:
         return ""
     arrow = '<span class="arrow">→</span>'
@@ -146,14 +153,13 @@ def _judges_table(results: Sequence[JudgeResult]) -> str:
                    rows, numeric={1, 2, 3}, cls="judges"))
 
 
-def _side_effects(ev: Mapping[str, Any]) -> str:
+def _side_effects(ev: EvaluationResult) -> str:
     """Proxy, length and diversity before/after: alignment should not buy harm with collapse."""
-    before, after = _dict(ev.get("before")), _dict(ev.get("after"))
     rows = []
     for key, label, digits in (("proxy_mean", "proxy reward (RM score)", 3),
                                ("length_mean", "response length (tokens)", 1),
                                ("distinct2", "distinct-2 (diversity)", 3)):
-        b, a = _num(before.get(key)), _num(after.get(key))
+        b, a = (_num(getattr(side, key)) if side else None for side in (ev.before, ev.after))
         if b is None and a is None:
             continue
         delta = _signed(a - b, digits) if a is not None and b is not None else "—"
@@ -171,14 +177,14 @@ def _time_bar(run: Run) -> str:
     total = sum(float(v) for v in secs.values())
     if total <= 0:
         return ""
-    stages = run.manifest.get("stages") if isinstance(run.manifest.get("stages"), dict) else {}
+    stages = run.manifest.stages
     segs, keys = [], []
     for i, (stage, s) in enumerate(secs.items()):
         color = STAGE_COLORS[i % len(STAGE_COLORS)]
         share = 100.0 * float(s) / total
         segs.append(f'<span style="width:{share:.2f}%;background:{color}" '
                     f'title="{_e(stage)}: {_e(_duration(s))}"></span>')
-        status = _dict(stages.get(stage)).get("status") if isinstance(stages, dict) else None
+        status = stages[stage].status if stage in stages else None
         flag = f" {_badge(str(status), 'bad')}" if status and status != "done" else ""
         keys.append(f'<span class="key"><i style="background:{color}"></i>{_e(stage)} '
                     f"<b>{_e(_duration(s))}</b>{flag}</span>")
@@ -191,29 +197,32 @@ def _absent_note(run: Run) -> str:
     missing = [label for key, label in SECTIONS.items() if not run.has(key)]
     if not run.metrics:
         missing.insert(0, "PPO metrics (metrics.jsonl)")
-    if not run.report:
+    if not run.has_report:
         missing.insert(0, "report.json")
     notes = []
     if missing:
         notes.append(f"<b>Not recorded in this run:</b> {_e(', '.join(missing))}.")
     if run.problems:
-        notes.append(f"<b>Unreadable:</b> {_e('; '.join(run.problems))}.")
+        shown = run.problems[:PROBLEMS_SHOWN]
+        more = len(run.problems) - len(shown)
+        notes.append(f"<b>Unreadable:</b> {_e('; '.join(shown))}"
+                     f"{f' (and {more} more)' if more > 0 else ''}.")
     return f'<p class="absent">{" ".join(notes)}</p>' if notes else ""
 
 
 def _training(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -> str:
-    ppo = run.section("ppo")
+    ppo = run.report.ppo
     if not ppo and not run.metrics:
         return ""
     cards = ""
     if ppo:
         cards = '<div class="cards">' + "".join([
-            _card("Iterations", _fmt(ppo.get("iterations"))),
-            _card("KL coefficient β", _fmt(ppo.get("kl_coef"))),
-            _card("Final KL", f"{_fmt(ppo.get('final_kl'), 2)} nats"),
-            _card("Proxy reward", f"{_fmt(ppo.get('reward_start'), 2)} → "
-                  f"{_fmt(ppo.get('reward_end'), 2)}", "first → last step"),
-            _card("Speed", f"{_fmt(ppo.get('seconds_per_iteration'), 1)} s", "per iteration"),
+            _card("Iterations", _fmt(ppo.iterations)),
+            _card("KL coefficient β", _fmt(ppo.kl_coef)),
+            _card("Final KL", f"{_fmt(ppo.final_kl, 2)} nats"),
+            _card("Proxy reward", f"{_fmt(ppo.reward_start, 2)} → "
+                  f"{_fmt(ppo.reward_end, 2)}", "first → last step"),
+            _card("Speed", f"{_fmt(ppo.seconds_per_iteration, 1)} s", "per iteration"),
         ]) + "</div>"
     figs = ""
     if plots_shown:
@@ -227,18 +236,17 @@ def _training(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -> 
 
 
 def _reward_model(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -> str:
-    rm = run.section("reward_model")
+    rm = run.report.reward_model
     if not rm:
         return ""
     cards = '<div class="cards">' + "".join([
-        _card("Backbone", _e(rm.get("backbone") or "—")),
-        _card("Pairs", f"{_fmt(rm.get('pairs_train'))} / {_fmt(rm.get('pairs_eval'))}",
-              "train / held-out"),
-        _card("Accuracy", _pct(rm.get("eval_accuracy")), "held-out pairs"),
-        _card("ECE", _fmt(rm.get("eval_ece")), "calibration error"),
-        _card("Mean margin", _fmt(rm.get("mean_margin"), 2),
-              f"chosen − rejected · scores {_fmt(rm.get('score_mean'), 2)} ± "
-              f"{_fmt(rm.get('score_std'), 2)}"),
+        _card("Backbone", _e(rm.backbone or "—")),
+        _card("Pairs", f"{_fmt(rm.pairs_train)} / {_fmt(rm.pairs_eval)}", "train / held-out"),
+        _card("Accuracy", _pct(rm.eval_accuracy), "held-out pairs"),
+        _card("ECE", _fmt(rm.eval_ece), "calibration error"),
+        _card("Mean margin", _fmt(rm.mean_margin, 2),
+              f"chosen − rejected · scores {_fmt(rm.score_mean, 2)} ± "
+              f"{_fmt(rm.score_std, 2)}"),
     ]) + "</div>"
     fig = _fig(pngs, "reward_model", "reward model calibration, scores and loss") \
         if plots_shown else ""
@@ -246,10 +254,10 @@ def _reward_model(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True)
 
 
 def _feedback(run: Run) -> str:
-    fb = run.section("feedback")
+    fb = run.report.feedback
     if not fb:
         return ""
-    source = str(fb.get("source") or "unknown")
+    source = str(fb.source or "unknown")
     honesty = {
         "human": ("Human labels", "good", "Rankings came from people through the labeling app."),
         "simulated": ("Simulated labels — not human", "warn",
@@ -262,48 +270,45 @@ def _feedback(run: Run) -> str:
                    "knows; treat these labels as unverified."))
     lede = f"{_badge(honesty[0], honesty[1])} {_e(honesty[2])}"
     cards = '<div class="cards">' + "".join([
-        _card("Rankings", _fmt(fb.get("rankings")), f"on {_fmt(fb.get('items'))} items"),
-        _card("Labelers", _fmt(fb.get("labelers")), _e(source)),
-        _card("Pairwise agreement", _pct(fb.get("agreement")),
-              "InstructGPT's labelers: ~73–77%"),
-        _card("Kendall's W", _fmt(fb.get("kendall_w_mean"), 2), "mean per item; 1 = same order"),
-        _card("Krippendorff's α", _fmt(fb.get("krippendorff_alpha"), 2), "≥ 0.67 is tentative"),
+        _card("Rankings", _fmt(fb.rankings), f"on {_fmt(fb.items)} items"),
+        _card("Labelers", _fmt(fb.labelers), _e(source)),
+        _card("Pairwise agreement", _pct(fb.agreement), "InstructGPT's labelers: ~73–77%"),
+        _card("Kendall's W", _fmt(fb.kendall_w_mean, 2), "mean per item; 1 = same order"),
+        _card("Krippendorff's α", _fmt(fb.krippendorff_alpha, 2), "≥ 0.67 is tentative"),
     ]) + "</div>"
-    disputed = _dicts(fb.get("most_disputed"))
+    disputed = fb.most_disputed
     table = ""
     if disputed:
-        prompts = mask_texts([_truncate(str(d.get("prompt") or "")) for d in disputed])
+        prompts = mask_texts([_truncate(d.prompt or "") for d in disputed])
         table = "<h3>Most disputed items</h3>" + _table(
             ["prompt", "agreement"],
-            [[_e(p), _pct(d.get("agreement"), 0)] for p, d in zip(prompts, disputed,
-                                                                   strict=True)],
+            [[_e(p), _pct(d.agreement, 0)] for p, d in zip(prompts, disputed, strict=True)],
             numeric={1}, cls="compact")
     return _section("feedback", "Feedback", cards + table, lede)
 
 
 def _evaluation(run: Run, pngs: Mapping[str, bytes], plots_shown: bool = True) -> str:
-    ev = run.section("evaluation")
+    ev = run.report.evaluation
     if not ev:
         return ""
     fig = _fig(pngs, "harm", "histograms of per-sample harm") if plots_shown else ""
-    return _section("samples", "Samples: base vs aligned", fig + _samples(run))
+    return _section("samples", "Samples: base vs aligned", fig + _samples(run, ev.samples))
 
 
-def _samples(run: Run) -> str:
+def _samples(run: Run, samples: Sequence[EvalSample]) -> str:
     """Same prompt, same seed, base beside aligned — harmful words masked, long text cut."""
-    samples = _dicts(run.section("evaluation").get("samples"))
     if not samples:
         return '<p class="absent">No sample completions were recorded.</p>'
     limit = int(_num(run.config_value("evaluate.show_samples")) or 8)
     shown = samples[:limit]
-    texts = [_truncate(str(s.get(k) or "")) for s in shown for k in ("prompt", "before", "after")]
+    texts = [_truncate(t or "") for s in shown for t in (s.prompt, s.before, s.after)]
     masked = mask_texts(texts)
     rows = []
     for i, s in enumerate(shown):
         p, b, a = masked[3 * i: 3 * i + 3]
         rows.append([f'<span class="prompt">{_e(p)}</span>',
-                     f"{_e(b)}<div>{_harm_chip(s.get('harm_before'))}</div>",
-                     f"{_e(a)}<div>{_harm_chip(s.get('harm_after'))}</div>"])
+                     f"{_e(b)}<div>{_harm_chip(s.harm_before)}</div>",
+                     f"{_e(a)}<div>{_harm_chip(s.harm_after)}</div>"])
     note = (f'<p class="note">First {len(shown)} of {len(samples)} recorded samples, in '
             f"evaluation order (not picked). Words the profanity judge scores ≥ "
             f"{MASK_THRESHOLD} are masked, first letter kept; texts over {TEXT_LIMIT} "
@@ -312,15 +317,15 @@ def _samples(run: Run) -> str:
 
 
 def _guard(run: Run) -> str:
-    guard = run.section("guard")
+    guard = run.report.guard
     if not guard:
         return ""
-    alarms = _dicts(guard.get("alarms"))
+    alarms = guard.alarms
     if not alarms:
         return _section("guard", "Guard alarms",
                         f"<p>{_badge('no alarms', 'good')} No reward-hacking detector fired.</p>")
-    rows = [[_e(a.get("step", "—")), f"<b class='det'>{_e(a.get('detector', '?'))}</b>",
-             _e(a.get("message", "")), _evidence(a.get("evidence"))] for a in alarms]
+    rows = [[_e(_or(a.step, "—")), f"<b class='det'>{_e(_or(a.detector, '?'))}</b>",
+             _e(_or(a.message, "")), _evidence(a.evidence)] for a in alarms]
     lede = (f"{_badge(f'{len(alarms)} alarm(s)', 'bad')} Detectors watching for reward hacking "
             "fired during PPO; each row shows the numbers that triggered it.")
     return _section("guard", "Guard alarms",
@@ -328,8 +333,13 @@ def _guard(run: Run) -> str:
                            cls="compact"), lede)
 
 
-def _evidence(ev: Any) -> str:
-    if not isinstance(ev, dict) or not ev:
+def _or(value: object, absent: str) -> object:
+    """``value``, or ``absent`` where the file left it out (0 and "" are values)."""
+    return absent if value is None else value
+
+
+def _evidence(ev: Mapping[str, Any] | None) -> str:
+    if not ev:
         return "—"
     items = []
     for k, v in ev.items():
@@ -341,11 +351,11 @@ def _evidence(ev: Any) -> str:
 
 
 def _rounds(run: Run) -> str:
-    rounds = run.rounds
+    rounds = run.report.rounds
     if not rounds:
         return ""
-    rows = [[_e(r.get("round", "—")), _fmt(r.get("pairs_added")), _pct(r.get("rm_accuracy_new")),
-             _fmt(r.get("gold")), _fmt(r.get("proxy")), _fmt(r.get("kl"), 2)] for r in rounds]
+    rows = [[_e(_or(r.round, "—")), _fmt(r.pairs_added), _pct(r.rm_accuracy_new), _fmt(r.gold),
+             _fmt(r.proxy), _fmt(r.kl, 2)] for r in rounds]
     return _section("rounds", "Feedback rounds", _table(
         ["round", "pairs added", "RM accuracy on new pairs", "gold", "proxy", "KL"], rows,
         numeric={1, 2, 3, 4, 5}, cls="compact"),
@@ -354,7 +364,8 @@ def _rounds(run: Run) -> str:
 
 
 def _redteam(run: Run) -> str:
-    sets = _dicts(run.section("redteam").get("sets"))
+    # the red team's own record (safety/redteam.py), not a typed one: read, not trusted
+    sets = _dicts(_dict(run.report.redteam).get("sets"))
     if not sets:
         return ""
     rows = []
