@@ -268,9 +268,11 @@ class PPOConfig(Section):
         "lagrangian", description="'lagrangian': score (R − λC)/(1 + λ) with λ learned by dual "
         "ascent on the batch's mean cost (Safe RLHF); 'fixed': R − λC with λ = lambda_init "
         "(the baseline).")
-    cost_limit: float = Field(0.0, ge=-100, le=100, description="Constraint E[C] ≤ this; the "
-                              "cost model's 0 is its safe/unsafe boundary, so 0 asks for "
-                              "replies that are safe on average.")
+    cost_limit: float | None = Field(
+        0.0, ge=-100, le=100, description="Constraint E[C] ≤ this; the cost model's 0 is its "
+        "safe/unsafe boundary, so 0 asks for replies that are safe on average. null = the first "
+        "batch's mean cost: no more harmful than the policy PPO starts from (robust to the "
+        "cost model's scale, which each run learns anew).")
     lambda_init: float = Field(1.0, ge=0, le=100, description="Initial λ (fixed weight for "
                                "'fixed'); 1 weighs harm like helpfulness from the first step.")
     lambda_lr: float = Field(0.1, ge=0, le=10, description="Dual-ascent step on λ per unit of "
@@ -314,16 +316,23 @@ class SLCAIConfig(Section):
     enabled: bool = Field(False, description="Run SL-CAI before round 0 (the hh default turns "
                           "it on: the base model refuses ~3% of harmful requests, too rarely "
                           "for RL to find).")
-    harmful_prompts: int = Field(80, ge=1, description="Training harmful requests revised.")
-    benign_prompts: int = Field(160, ge=0, description="Training benign requests (look-alikes "
+    harmful_prompts: int = Field(112, ge=1, description="Training harmful requests revised "
+                                 "(~85% of chains decline: ~95 refusals to learn from).")
+    benign_prompts: int = Field(128, ge=0, description="Training benign requests (look-alikes "
                                 "first) answered by the model itself, so SFT keeps answering.")
-    samples: int = Field(2, ge=1, le=16, description="Critique → revision chains per harmful "
+    samples: int = Field(1, ge=1, le=16, description="Critique → revision chains per harmful "
                          "prompt; the judge keeps the first that declines (benign requests "
                          "are answered once).")
     principles: list[str] = Field(
-        default_factory=lambda: ["decline-harmful-request", "no-dangerous-instructions"],
-        description="Constitution principles asked for the critique and revision: the ones "
-        "about declining harm (a 135M model follows a concrete revision request best).")
+        default_factory=lambda: ["decline-harmful-request"],
+        description="Constitution principles asked for the critique and revision. Measured "
+        "on 48 training requests with the default model: 'decline-harmful-request' (a concrete "
+        "'start with I'm sorry…' request) declines in 85% of chains, the open-ended "
+        "'no-dangerous-instructions' in 4%.")
+    few_shot: bool = Field(False, description="Prepend each principle's worked example to the "
+                           "critique and revision. Off: measured, the 135M model declines more "
+                           "often without it (85% vs 65% of chains) and the prompts are half "
+                           "as long to prefill.")
     constitution: str | None = Field(None, description="Constitution YAML; None = "
                                      "constitutions/default.yaml.")
     judge: Literal["zou-prefixes", "mitigation-bypass"] = Field(

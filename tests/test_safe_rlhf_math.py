@@ -44,6 +44,19 @@ def test_safety_objective_modes():
     assert restored.lam == 1.5
 
 
+def test_a_limit_of_none_is_the_first_batch_mean_and_survives_a_resume():
+    obj = SafetyObjective("lagrangian", None, lambda_lr=0.5, lam=1.0)
+    obj.update(-2.0)  # the first batch sets the limit: λ does not move
+    assert obj.cost_limit == -2.0 and obj.lam == 1.0
+    obj.update(-1.0)  # one unit more harmful than the start: λ ← 1 + 0.5·1
+    assert obj.lam == 1.5
+    resumed = SafetyObjective("lagrangian", None, lambda_lr=0.5, lam=1.0)
+    resumed.load_state_dict(obj.state_dict())
+    assert (resumed.cost_limit, resumed.lam) == (-2.0, 1.5)
+    resumed.update(-3.0)  # safer than the start: λ ← max(0, 1.5 − 0.5·1)
+    assert resumed.lam == 1.0
+
+
 def test_cost_model_loss_hand_values():
     cw, cb = t([1.0]), t([-1.0])
     bt = math.log1p(math.exp(-2.0))  # −log σ(1 − (−1)) = 0.126928

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from alignkit.artifacts import HHEvaluation, HHSample, JudgeNote, MeanResult, RateResult
-from alignkit.evaluate.metrics import bootstrap_mean_ci, paired_diff_ci
-from alignkit.safety.redteam import wilson_ci
 from alignkit.safety.refusal import RefusalJudge, disputes, helpfulness
+from alignkit.stats import bootstrap_mean_ci, paired_diff_ci, wilson_ci
 
 MODELS = ("base", "sl_cai", "aligned")
 # set name → (what the rate counts, which prompts)

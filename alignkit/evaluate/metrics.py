@@ -1,13 +1,8 @@
-"""Before/after statistics: the bootstrap CIs (from :mod:`alignkit.stats`, where the red
-team below this layer shares them) and diversity measures."""
+"""Diversity measures of before/after samples (the CIs live in :mod:`alignkit.stats`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from alignkit.stats import bootstrap_mean_ci, paired_diff_ci
-
-__all__ = ["bootstrap_mean_ci", "distinct_n", "paired_diff_ci"]
 
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:

@@ -3,6 +3,12 @@
 The trainer asks it for each sample's score from (reward, cost) and, once per step, hands it
 the batch's mean cost so λ follows the constraint E[C] ≤ cost_limit by dual ascent. A fixed
 weight (score = R − w·C, λ never moves) is the baseline Safe RLHF compares against.
+
+A limit of ``None`` is taken from the first batch: "no more harmful than the policy PPO
+starts from". The cost model's scale is learned anew each run, so a fixed number can sit far
+below the starting policy's mean (λ then falls to 0 at once and the helpfulness reward alone
+pulls the warm start's refusals back to compliance, as measured on the default run) or far
+above it (λ grows without bound).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ CostMode = Literal["lagrangian", "fixed"]
 @dataclass
 class SafetyObjective:
     mode: CostMode
-    cost_limit: float
+    cost_limit: float | None
     lambda_lr: float
     lam: float
 
@@ -30,6 +36,8 @@ class SafetyObjective:
         return reward - self.lam * cost
 
     def update(self, mean_cost: float) -> None:
+        if self.cost_limit is None:
+            self.cost_limit = mean_cost
         if self.mode == "lagrangian":
             self.lam = lagrange_multiplier_step(self.lam, mean_cost, self.cost_limit,
                                                 self.lambda_lr)
@@ -39,3 +47,5 @@ class SafetyObjective:
 
     def load_state_dict(self, state: dict) -> None:
         self.lam = float(state["lam"])
+        if state.get("cost_limit") is not None:  # a resumed run keeps the limit it set
+            self.cost_limit = float(state["cost_limit"])

@@ -12,10 +12,11 @@ topic are added, so the fine-tune does not learn to refuse everything that sound
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from alignkit.artifacts import SLCAIResult
 from alignkit.safety.constitution import (
     ChatGenerator,
     Constitution,
@@ -33,16 +34,11 @@ class SFTExample:
 
 
 @dataclass
-class SLCAIReport:
-    harmful_prompts: int
-    revisions: int  # critique → revision chains run
-    revisions_refusing: int  # of which the judge sees a refusal
-    harmful_kept: int  # prompts with at least one refusing revision (one example each)
-    originals_refusing: int  # the model's first answers that already refused
-    benign_prompts: int
-    benign_kept: int
-    judge: str
-    examples: list[SFTExample] = field(default_factory=list)
+class SLCAIData:
+    """The SFT examples and the counts behind them (the stage adds the SFT's own numbers)."""
+
+    examples: list[SFTExample]
+    counts: SLCAIResult
 
 
 def restrict(constitution: Constitution, names: Sequence[str]) -> Constitution:
@@ -74,11 +70,12 @@ def pick_answers(prompts: Sequence[str], answers: Sequence[str], judge: RefusalJ
 
 def build_sl_cai_data(generate: ChatGenerator, harmful: Sequence[str], benign: Sequence[str],
                       constitution: Constitution, judge: RefusalJudge, samples: int,
-                      min_relevance: float, seed: int) -> SLCAIReport:
+                      min_relevance: float, seed: int, few_shot: bool = False) -> SLCAIData:
     """Critique → revision ``samples`` times per harmful prompt, filtered by ``judge``; the
     model's own answer to each benign prompt, kept when on topic and not a refusal."""
     repeated = [p for p in harmful for _ in range(samples)]
-    revisions = critique_and_revise(generate, repeated, constitution, rounds=1, seed=seed)
+    revisions = critique_and_revise(generate, repeated, constitution, rounds=1, seed=seed,
+                                    few_shot=few_shot)
     refusing = pick_refusals(revisions, judge)
     originals = judge.refused(repeated, [r.original for r in revisions])
     answers = generate([[{"role": "user", "content": p}] for p in benign])
@@ -87,8 +84,7 @@ def build_sl_cai_data(generate: ChatGenerator, harmful: Sequence[str], benign: S
                 + [SFTExample(p, c, "answer") for p, c in answered.items()])
     n_ref = int(judge.refused([r.prompt for r in revisions],
                               [r.final for r in revisions]).sum())
-    return SLCAIReport(
+    return SLCAIData(examples, SLCAIResult(
         harmful_prompts=len(harmful), revisions=len(revisions), revisions_refusing=n_ref,
         harmful_kept=len(refusing), originals_refusing=int(np.sum(originals)),
-        benign_prompts=len(benign), benign_kept=len(answered), judge=judge.name,
-        examples=examples)
+        benign_prompts=len(benign), benign_kept=len(answered), judge=judge.name))

@@ -10,10 +10,11 @@ starts from the SL-CAI model and measures KL against it. The adapter is saved to
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from rich.progress import Progress
 
-from alignkit.artifacts import SLCAIResult
 from alignkit.generation import encode_prompts, sample
 from alignkit.jsonl import write_jsonl
 from alignkit.stages.context import StageContext, StageResult
@@ -71,7 +72,7 @@ def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa:
     constitution = restrict(load_constitution(c.constitution), c.principles)
     gen = chat_generator(ctx, c.max_new_tokens, c.temperature, c.seed)
     data = build_sl_cai_data(gen, harmful, benign_texts, constitution, judge, c.samples,
-                             c.min_relevance, c.seed)
+                             c.min_relevance, c.seed, c.few_shot)
     ctx.run.sl_cai.mkdir(parents=True, exist_ok=True)
     write_jsonl([vars(e) for e in data.examples], ctx.run.sl_cai_data)
     records = [{"prompt": e.prompt, "completion": e.completion} for e in data.examples]
@@ -80,16 +81,12 @@ def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa:
                     seed=c.seed)
     save_warm_start(ctx.policy, ctx.run.sl_cai_adapter)
     ctx.policy.absorb_adapters()
-    result = SLCAIResult(
-        harmful_prompts=data.harmful_prompts, revisions=data.revisions,
-        revisions_refusing=data.revisions_refusing, harmful_kept=data.harmful_kept,
-        originals_refusing=data.originals_refusing, benign_prompts=data.benign_prompts,
-        benign_kept=data.benign_kept, judge=data.judge, sft_steps=sft.steps,
-        sft_first_loss=sft.first_loss, sft_last_loss=sft.last_loss)
+    result = replace(data.counts, sft_steps=sft.steps, sft_first_loss=sft.first_loss,
+                     sft_last_loss=sft.last_loss)
     result.write(ctx.run.sl_cai_report)
     ctx.console.print(
-        f"SL-CAI: {data.revisions_refusing}/{data.revisions} revisions decline "
-        f"({data.originals_refusing} first answers already did); kept {data.harmful_kept} "
-        f"harmful + {data.benign_kept} benign examples; SFT {sft.steps} steps, loss "
+        f"SL-CAI: {result.revisions_refusing}/{result.revisions} revisions decline "
+        f"({result.originals_refusing} first answers already did); kept {result.harmful_kept} "
+        f"harmful + {result.benign_kept} benign examples; SFT {sft.steps} steps, loss "
         f"{sft.first_loss:.2f} → {sft.last_loss:.2f}; folded into the base for PPO")
     return StageResult(record=result)
