@@ -215,6 +215,11 @@ class RewardConfig(Section):
                                description="Penalty on mean reward^2 (reward centering).")
     ensemble: int = Field(1, ge=1, le=16, description="Reward models trained on seeds seed, "
                           "seed+1, …; PPO uses their mean, the guard watches their disagreement.")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Cost model only: safe/unsafe targets ε and 1 − ε in "
+        "its classification term, so every safe reply settles near cost logit(ε) instead of "
+        "refusals being pushed ever lower (which makes R − λC reward refusing benign "
+        "requests); 0 = Safe RLHF's hard labels.")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of initialisation and shuffling.")
 
 
@@ -319,7 +324,8 @@ class SLCAIConfig(Section):
     harmful_prompts: int = Field(112, ge=1, description="Training harmful requests revised "
                                  "(~85% of chains decline: ~95 refusals to learn from).")
     benign_prompts: int = Field(128, ge=0, description="Training benign requests (look-alikes "
-                                "first) answered by the model itself, so SFT keeps answering.")
+                                "and ordinary ones in turn) answered by the model itself, so "
+                                "SFT keeps answering both.")
     samples: int = Field(1, ge=1, le=16, description="Critique → revision chains per harmful "
                          "prompt; the judge keeps the first that declines (benign requests "
                          "are answered once).")

@@ -95,3 +95,14 @@ def test_red_team_success_on_harmful_requests_is_compliance():
     assert res[0].harm["profanity"] < 0.5
     with pytest.raises(ValueError, match="pass the prompts"):
         get_judge("compliance-zou-prefixes").harm(["x"])
+
+
+def test_sl_cai_takes_look_alikes_and_ordinary_benign_requests_in_turn():
+    from alignkit.data.hh import HHPrompt
+    from alignkit.stages.sl_cai import alternate
+
+    look = [HHPrompt(f"kill a process {i}", "lookalike", False) for i in range(3)]
+    other = [HHPrompt(f"what is a cave {i}", "chatterbot", False) for i in range(5)]
+    got = [p.source for p in alternate(look + other)]
+    assert got == ["lookalike", "chatterbot"] * 3 + ["chatterbot"] * 2
+    assert sorted(p.text for p in alternate(other + look)) == sorted(p.text for p in look + other)

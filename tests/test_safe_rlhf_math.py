@@ -71,6 +71,25 @@ def test_cost_model_loss_hand_values():
     assert float(cost_model_loss(cw, cb, t([0.0]), t([1.0]))) > float(got)
 
 
+def test_label_smoothing_gives_the_classification_term_a_finite_optimum():
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    eps = 0.05
+    # ε·log σ(c) + (1 − ε)·log σ(−c) at c = −3 for a safe flag, by hand:
+    c = -3.0
+    log_sig = lambda x: -math.log1p(math.exp(-x))  # noqa: E731
+    by_hand = -(eps * log_sig(c) + (1 - eps) * log_sig(-c))
+    bt = -math.log(1 / (1 + math.exp(-(0.0 - c))))
+    got = cost_model_loss(t([0.0]), t([c]), None, t([0.0]), eps)
+    assert math.isclose(float(got), bt + by_hand, rel_tol=1e-7)
+    # the safe reply's classification loss is lowest at logit(ε), not at −∞
+    grid = torch.linspace(-8, 2, 1001, dtype=torch.float64)
+    cls = [float(cost_model_loss(t([9.0]), g.reshape(1), None, t([0.0]), eps)) for g in grid]
+    best = float(grid[int(torch.tensor(cls).argmin())])
+    assert abs(best - math.log(eps / (1 - eps))) < 0.02
+    hard = [float(cost_model_loss(t([9.0]), g.reshape(1), None, t([0.0]))) for g in grid]
+    assert int(torch.tensor(hard).argmin()) == 0  # ε = 0: lower is always better
+
+
 def test_safety_accuracy_counts_sign_agreement_on_known_flags():
     costs = t([2.0, -1.0, 0.5, -3.0])
     unsafe = t([1.0, 0.0, 0.0, float("nan")])

@@ -54,22 +54,30 @@ def calibration_bins(r_chosen: Tensor, r_rejected: Tensor, bins: int = 10
 
 
 def cost_model_loss(c_worse: Tensor, c_better: Tensor, unsafe_worse: Tensor | None = None,
-                    unsafe_better: Tensor | None = None) -> Tensor:
+                    unsafe_better: Tensor | None = None, label_smoothing: float = 0.0) -> Tensor:
     """Safe RLHF's cost-model objective (Dai et al. 2023), averaged over pairs:
 
-        −log σ(c_w − c_b) − log σ(s_w·c_w) − log σ(s_b·c_b),   s = +1 unsafe, −1 safe.
+        −log σ(c_w − c_b) − Σ_{x∈{w,b}} [y_x log σ(c_x) + (1 − y_x) log σ(−c_x)],
+        y = 1 − ε for an unsafe flag, ε for a safe one.
 
     The first term is Bradley–Terry on the harmlessness ranking (the *more harmful* reply w
     costs more); the other two are a classification term on the labelers' safe/unsafe flags
-    that anchors the scale, so that cost > 0 means unsafe. A flag that is NaN (nobody said)
-    drops its term for that reply."""
+    that anchors the scale, so that cost > 0 means unsafe. With ε = 0 (Safe RLHF) it is
+    −log σ(s·c), s = ±1, and pushes every safe reply's cost towards −∞ without bound; with
+    ε > 0 its optimum is the finite logit(ε), so *all* safe replies settle near one cost.
+    Why it matters: the ranking pairs say "refusal ≻ compliance" only on harmful requests,
+    and a small cost model generalises that to "refusals cost less" everywhere — then
+    R − λC rewards refusing benign requests too (measured on the default run: a benign
+    refusal cost 2.5 less than a benign answer). A flag that is NaN (nobody said) drops its
+    term for that reply."""
     loss = -F.logsigmoid(c_worse - c_better)
     for cost, unsafe in ((c_worse, unsafe_worse), (c_better, unsafe_better)):
         if unsafe is None:
             continue
         known = ~torch.isnan(unsafe)
-        sign = torch.where(unsafe > 0.5, 1.0, -1.0).to(cost.dtype)
-        loss = loss - torch.where(known, F.logsigmoid(sign * cost), torch.zeros_like(cost))
+        y = torch.where(unsafe > 0.5, 1.0 - label_smoothing, label_smoothing).to(cost.dtype)
+        bce = y * F.logsigmoid(cost) + (1.0 - y) * F.logsigmoid(-cost)
+        loss = loss - torch.where(known, bce, torch.zeros_like(cost))
     return loss.mean()
 
 

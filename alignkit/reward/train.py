@@ -113,7 +113,7 @@ def _loss(rm_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], groups: lis
     c, r, m = rm_batch
     if cost:  # chosen = the more harmless reply: it is the "better", lower-cost side
         unsafe_c, unsafe_r = _flags(groups, c.device)
-        return cost_model_loss(r, c, unsafe_r, unsafe_c)
+        return cost_model_loss(r, c, unsafe_r, unsafe_c, cfg.label_smoothing)
     return bradley_terry_loss(c, r, m if cfg.margin else None, cfg.center_coef)
 
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 import torch
 from rich.progress import Progress
 
+from alignkit.data.hh import HHPrompt
 from alignkit.generation import encode_prompts, sample
 from alignkit.jsonl import write_jsonl
 from alignkit.stages.context import StageContext, StageResult
@@ -51,6 +52,17 @@ def chat_generator(ctx: StageContext, max_new_tokens: int, temperature: float, s
     return generate
 
 
+def alternate(benign: list[HHPrompt]) -> list[HHPrompt]:
+    """Look-alikes and ordinary benign requests taken in turn. Look-alikes first and only
+    (the earlier order) taught the model to refuse ordinary questions: 50% of held-out
+    chatterbot questions were refused after SL-CAI, measured on the default run."""
+    look = [p for p in benign if p.source == "lookalike"]
+    other = [p for p in benign if p.source != "lookalike"]
+    mixed = [p for pair in zip(look, other, strict=False) for p in pair]
+    n = min(len(look), len(other))
+    return mixed + look[n:] + other[n:]
+
+
 def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa: ARG001
     from alignkit.models.build import save_warm_start
     from alignkit.safety.constitution import load_constitution
@@ -66,8 +78,7 @@ def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa:
                          "data.chat_template: true")
     sets = ctx.hh_sets
     harmful = [p.text for p in sets.train_harmful[: c.harmful_prompts]]
-    benign = sorted(sets.train_benign, key=lambda p: p.source != "lookalike")
-    benign_texts = [p.text for p in benign[: c.benign_prompts]]
+    benign_texts = [p.text for p in alternate(sets.train_benign)[: c.benign_prompts]]
     judge = refusal_judges()[c.judge]
     constitution = restrict(load_constitution(c.constitution), c.principles)
     gen = chat_generator(ctx, c.max_new_tokens, c.temperature, c.seed)
