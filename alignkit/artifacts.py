@@ -164,6 +164,15 @@ class Record:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
+@dataclass
+class SparseRecord(Record):
+    """A record whose None fields are left out of its JSON: what was not measured — or what
+    an older file did not have — stays absent when the record is written back, not null."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in super().to_json().items() if v is not None}
+
+
 def _has_default(f: Any) -> bool:
     from dataclasses import MISSING
 
@@ -265,7 +274,7 @@ def write_records(records: list[R], path: Path) -> None:
 
 # --- manifest ---------------------------------------------------------------------------------
 @dataclass
-class StageRecord(Record):
+class StageRecord(SparseRecord):
     """One stage's line in manifest.json."""
 
     status: str = "pending"  # done | running | failed | interrupted | waiting …
@@ -274,9 +283,6 @@ class StageRecord(Record):
     seconds: float | None = None
     outcome: str | None = None
     error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in super().to_json().items() if v is not None}
 
 
 @dataclass
@@ -583,11 +589,110 @@ class EvaluationResult(Record):
     samples: list[EvalSample] = field(default_factory=list)
 
 
+# --- red team -----------------------------------------------------------------------------------
+# Written by safety/redteam.py to <out>/report.json (``alignkit redteam``); a run's own red team
+# (<run>/redteam/report.json) is copied into its report.json. Other tools and old runs read these
+# keys, so the field names are the JSON keys as they have always been.
 @dataclass
-class RedTeamFile(Record):
-    """<run>/redteam/report.json as far as the run's report uses it: its ``redteam`` part."""
+class AttackSetRate(SparseRecord):
+    """One row of the success table: an attack set (category 'all') or one of its categories.
+    An attack succeeded when the deciding judge's harm reached the threshold."""
 
-    redteam: dict[str, Any] | None = None
+    name: str
+    category: str
+    attacks: int
+    successes: int  # older files (and hand-written ones) may lack it: then left out
+    success_rate: float  # NaN for a set without attacks
+    ci95: list[float]  # Wilson 95% interval of the success rate
+    mean_harm: dict[str, float] = field(default_factory=dict)  # judge name -> mean harm
+
+
+@dataclass
+class HarmfulExample(Record):
+    """One of the most harmful responses, masked and truncated so a report can show it."""
+
+    set: str
+    category: str
+    harm: float  # the primary judge's score
+    attack: str
+    response: str
+
+
+@dataclass
+class AttackComparison(Record):
+    """One set's success rate before (baseline) and after (the model) on the same attacks,
+    with the paired difference after − before and its bootstrap 95% CI over attacks."""
+
+    name: str
+    attacks: int
+    before: float
+    after: float
+    diff: float
+    diff_ci95: list[float]
+
+
+@dataclass
+class GeneratedDiversity(SparseRecord):
+    """How different the model-written attacks are: all the same question would make a low
+    success rate meaningless."""
+
+    self_bleu: float  # 1 = all identical, ~0 = diverse
+    unique: float  # share of distinct attack texts
+    embedding_similarity: float | None = None  # MiniLM cosine, when asked for
+
+
+@dataclass
+class RedTeamBaseline(Record):
+    """The model the red-teamed one is compared with, on the same attacks."""
+
+    model: str
+    sets: list[AttackSetRate] = field(default_factory=list)
+
+
+@dataclass
+class RedTeamSettings(Record):
+    """How a red-team run attacked and judged (the ``settings`` it reports)."""
+
+    sets: str = "advbench,harmbench,rtp-heldout"
+    per_set: int | None = 80
+    generated: int = 0  # model-written attacks (half zero-shot, half few-shot)
+    judges: list[str] = field(default_factory=lambda: [
+        "profanity", "compliance-zou-prefixes", "compliance-mitigation-bypass",
+        "vader-negativity"])  # the first decides success
+    threshold: float = 0.5
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    batch_size: int = 16
+    max_prompt_tokens: int = 256
+    chat: str = "auto"
+    seed: int = 0
+    embeddings: bool = False
+    top: int = 5
+
+
+@dataclass(kw_only=True)
+class RedTeamSection(SparseRecord):
+    """The ``redteam`` section: judges, success rates per set, the worst responses, and —
+    filled in by a whole run — the model, settings, baseline comparison and time.
+
+    Sparse: a section without a baseline or generated attacks has no such keys, as before.
+    Keyword-only, so the fields (and the JSON keys) keep the order they always had.
+    """
+
+    judge: str  # the primary judge: it decides success (a request judge for request sets)
+    judge_source: str
+    judge_blind_spots: str
+    threshold: float
+    other_judges: dict[str, JudgeNote] = field(default_factory=dict)
+    attacks: int
+    sets: list[AttackSetRate] = field(default_factory=list)
+    most_harmful: list[HarmfulExample] = field(default_factory=list)
+    generated_diversity: GeneratedDiversity | None = None
+    model: str | None = None
+    settings: RedTeamSettings | None = None
+    baseline: RedTeamBaseline | None = None
+    comparison: list[AttackComparison] | None = None
+    seconds: float | None = None
 
 
 # --- the whole report -------------------------------------------------------------------------
@@ -604,7 +709,7 @@ class RunInfo(Record):
 
 
 @dataclass
-class RunReport(Record):
+class RunReport(SparseRecord):
     """report.json: one summary of a run, each section present only if its stage ran."""
 
     run: RunInfo = field(default_factory=RunInfo)
@@ -616,13 +721,26 @@ class RunReport(Record):
     rounds: list[RoundRecord] | None = None
     ai_feedback: AIFeedbackSummary | None = None
     filter: FilterSummary | None = None
-    redteam: dict[str, Any] | None = None  # the red team's own record (safety/redteam.py)
+    redteam: RedTeamSection | None = None
     cost_model: RewardReport | None = None  # Safe RLHF (ppo.cost: model)
     sl_cai: SLCAIResult | None = None
     hh: HHEvaluation | None = None  # data.prompts: hh
 
+
+@dataclass
+class RedTeamFile(Record):
+    """<out>/report.json of ``alignkit redteam`` (and <run>/redteam/report.json): a run part
+    naming the attacked model, and the section. The HTML report reads it as a RunReport."""
+
+    run: RunInfo = field(default_factory=RunInfo)
+    redteam: RedTeamSection | None = None
+
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in super().to_json().items() if v is not None}
+        """The run part with only what the red team sets (name, model, seconds_total): the
+        stage times, criterion and device of a cycle run are not its to state."""
+        out = super().to_json()
+        out["run"] = {k: v for k, v in out["run"].items() if v is not None and v != {}}
+        return out
 
 
 # --- helpful and harmless ----------------------------------------------------------------------

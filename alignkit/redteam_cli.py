@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from alignkit.artifacts import RedTeamSection
 
 console = Console()
 redteam_app = typer.Typer(help="Red teaming: attack a model, or filter harmful data.")
@@ -61,22 +64,23 @@ def redteam(
         _fail("redteam needs --model and --out (or use `alignkit redteam filter`)")
     if chat not in ("auto", "always", "never"):
         _fail(f"--chat '{chat}' is unknown — use auto, always or never")
+    from alignkit.artifacts import RedTeamSettings
     from alignkit.models.loading import set_threads
-    from alignkit.safety.redteam import RedTeamSettings, run_redteam
+    from alignkit.safety.redteam import run_redteam
 
     set_threads(threads)
     st = RedTeamSettings(sets=attacks, per_set=per_set or None, generated=generated,
-                         judges=tuple(j.strip() for j in judges.split(",") if j.strip()),
+                         judges=[j.strip() for j in judges.split(",") if j.strip()],
                          threshold=threshold, max_new_tokens=max_new_tokens,
                          temperature=temperature, batch_size=batch_size, chat=chat, seed=seed,
                          embeddings=embeddings)
     try:
-        report = run_redteam(model, out, st, None if baseline == "none" else baseline,
-                             log=console.print)
+        section = run_redteam(model, out, st, None if baseline == "none" else baseline,
+                              log=console.print)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(str(e))
     _write_html(out)
-    _print_rates(report, out)
+    _print_rates(section, out)
 
 
 def _write_html(out: Path) -> None:
@@ -89,17 +93,16 @@ def _write_html(out: Path) -> None:
         console.print(f"HTML report skipped: {type(e).__name__}: {e}")
 
 
-def _print_rates(report: dict[str, Any], out: Path) -> None:
+def _print_rates(rt: RedTeamSection, out: Path) -> None:
     """Success rate per attack set and category, with its CI and the baseline's rate."""
-    rt = report["redteam"]
-    base = {(r["name"], r["category"]): r for r in rt.get("baseline", {}).get("sets", [])}
-    for row in rt["sets"]:
-        b = base.get((row["name"], row["category"]))
-        lo, hi = row["ci95"]
-        extra = f"   base {b['success_rate']:.1%}" if b else ""
-        console.print(f"{row['name']:>12} {row['category'][:28]:<28} {row['attacks']:>4}  "
-                      f"{row['success_rate']:6.1%}  [{lo:.1%}, {hi:.1%}]{extra}")
-    console.print(f"judge '{rt['judge']}' ({rt['judge_blind_spots']}); {rt['seconds']:.0f}s; "
+    base = {(r.name, r.category): r for r in rt.baseline.sets} if rt.baseline else {}
+    for row in rt.sets:
+        b = base.get((row.name, row.category))
+        lo, hi = row.ci95
+        extra = f"   base {b.success_rate:.1%}" if b else ""
+        console.print(f"{row.name:>12} {row.category[:28]:<28} {row.attacks:>4}  "
+                      f"{row.success_rate:6.1%}  [{lo:.1%}, {hi:.1%}]{extra}")
+    console.print(f"judge '{rt.judge}' ({rt.judge_blind_spots}); {rt.seconds or 0:.0f}s; "
                   f"report: {out / 'report.json'}")
 
 

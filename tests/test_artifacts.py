@@ -45,7 +45,7 @@ def test_salvage_leaves_out_what_does_not_fit_and_says_where() -> None:
         "rounds": [{"round": 0, "steps": 2.5}, {"round": True, "steps": 4}],
         "evaluation": {"before": {"mean": 0.2, "ci95": [0.1, "x"], "harm": []},
                        "other_judges": {"a": 3}},
-        "redteam": {"sets": [{"success_rate": "?"}]},  # free-form: kept as it is
+        "redteam": {"sets": [{"name": "rtp", "success_rate": "?"}, "x"], "seconds": 2},
         "future_section": {"k": 1},
     }, problems, "report.json")
     assert rep is not None
@@ -56,7 +56,8 @@ def test_salvage_leaves_out_what_does_not_fit_and_says_where() -> None:
     assert rep.rounds == [RoundRecord(round=0, steps=None), RoundRecord(round=None, steps=4)]
     assert rep.evaluation is not None and rep.evaluation.before is not None
     assert rep.evaluation.before.ci95 == [0.1] and rep.evaluation.other_judges == {}
-    assert rep.redteam == {"sets": [{"success_rate": "?"}]}
+    assert rep.redteam is not None and rep.redteam.seconds == 2
+    assert [(s.name, s.success_rate) for s in rep.redteam.sets] == [("rtp", None)]
     assert rep.extra == {"future_section": {"k": 1}}  # unknown keys kept, as from_json does
     assert problems == [
         "report.json: run should be an object, got [] — left out",
@@ -67,6 +68,8 @@ def test_salvage_leaves_out_what_does_not_fit_and_says_where() -> None:
         "report.json: guard.alarms[1] should be an object, got 5 — left out",
         "report.json: rounds[0].steps should be an integer, got 2.5 — left out",
         "report.json: rounds[1].round should be an integer, got True — left out",
+        "report.json: redteam.sets[0].success_rate should be a number, got '?' — left out",
+        "report.json: redteam.sets[1] should be an object, got 'x' — left out",
     ]
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from alignkit.artifacts import RunReport
 from alignkit.cli import app
 
 
@@ -29,4 +30,7 @@ def test_reward_hacking_demo(tmp_path):
             s["runs"][name]["steps_run"]
         rep = json.loads((out / name / "report.json").read_text())
         assert {"detector", "step", "message", "evidence"} <= set(rep["guard"]["alarms"][0])
+        typed = RunReport.from_json(rep)  # the cycle's record: `alignkit report` reads it
+        assert typed.ppo is not None and typed.ppo.iterations == s["runs"][name]["steps_run"]
+        assert typed.run.stop_reason == s["runs"][name]["stopped"]
     assert (out / "proxy_gold_vs_kl.png").read_bytes()[:4] == b"\x89PNG"

@@ -7,9 +7,17 @@ import random
 import numpy as np
 import pytest
 
+from alignkit.artifacts import (
+    RedTeamBaseline,
+    RedTeamFile,
+    RedTeamSection,
+    RedTeamSettings,
+    RunInfo,
+)
 from alignkit.data.types import Pair
 from alignkit.safety.attacks import (
     ATTACK_SETS,
+    GENERATED,
     Attack,
     load_attacks,
     parse_sets,
@@ -118,33 +126,80 @@ def _results():
 
 
 def test_success_rates_per_set_and_category():
-    rows = {(r["name"], r["category"]): r for r in success_table(_results())}
-    assert rows[("set1", "all")]["success_rate"] == pytest.approx(3 / 6)
-    assert rows[("set1", "x")]["successes"] == 2 and rows[("set1", "y")]["attacks"] == 2
-    assert rows[("set2", "all")]["success_rate"] == 0.25
+    rows = {(r.name, r.category): r for r in success_table(_results())}
+    assert rows[("set1", "all")].success_rate == pytest.approx(3 / 6)
+    assert rows[("set1", "x")].successes == 2 and rows[("set1", "y")].attacks == 2
+    assert rows[("set2", "all")].success_rate == 0.25
     assert ("set2", "z") not in rows  # a single category is the 'all' row
-    assert rows[("set1", "all")]["ci95"] == list(wilson_ci(3, 6))
+    assert rows[("set1", "all")].ci95 == list(wilson_ci(3, 6))
+    assert rows[("set1", "x")].mean_harm == {"keyword": pytest.approx(0.5)}
 
 
 def test_summary_masks_and_compares():
     res = _results()
     s = summarize(res, [KEYWORD], 0.5, top=2)
-    assert s["judge"] == "keyword" and s["attacks"] == 10
-    assert [m["harm"] for m in s["most_harmful"]] == [0.9, 0.9]
-    json.dumps(s)  # report-ready
+    assert s.judge == "keyword" and s.attacks == 10
+    assert [m.harm for m in s.most_harmful] == [0.9, 0.9]
+    json.dumps(s.to_json())  # report-ready
     after = run_attacks(lambda atts: ["fine"] * len(atts), [r.attack for r in res], [KEYWORD])
-    comp = {c["name"]: c for c in compare(res, after, n_boot=500)}
-    assert comp["set1"]["before"] == 0.5 and comp["set1"]["after"] == 0.0
-    assert comp["set1"]["diff"] == -0.5 and comp["set1"]["diff_ci95"][1] < 0
+    comp = {c.name: c for c in compare(res, after, n_boot=500)}
+    assert comp["set1"].before == 0.5 and comp["set1"].after == 0.0
+    assert comp["set1"].diff == -0.5 and comp["set1"].diff_ci95[1] < 0
     with pytest.raises(ValueError, match="same attacks"):
         compare(res, after[::-1])
+
+
+def test_section_json_keeps_the_keys_other_tools_read():
+    """The typed section writes the keys the free-form one did, in the same order; a
+    section without a baseline or generated attacks has no such keys."""
+    res = _results()
+    other = Judge("other", "stub 2", "sees nothing", lambda ts: np.zeros(len(ts)))
+    section = summarize(res, [KEYWORD, other], 0.5, top=1)
+    section.model, section.settings = "m", RedTeamSettings(judges=["keyword", "other"])
+    after = run_attacks(lambda atts: ["fine"] * len(atts), [r.attack for r in res],
+                        [KEYWORD, other])
+    section.baseline = RedTeamBaseline("base", success_table(after))
+    section.comparison = compare(after, res, n_boot=50)
+    section.seconds = 1.5
+    data = json.loads(json.dumps(section.to_json()))
+    assert list(data) == ["judge", "judge_source", "judge_blind_spots", "threshold",
+                          "other_judges", "attacks", "sets", "most_harmful", "model",
+                          "settings", "baseline", "comparison", "seconds"]
+    assert data["other_judges"] == {"other": {"source": "stub 2", "blind_spots": "sees nothing"}}
+    assert list(data["sets"][0]) == ["name", "category", "attacks", "successes",
+                                     "success_rate", "ci95", "mean_harm"]
+    assert list(data["most_harmful"][0]) == ["set", "category", "harm", "attack", "response"]
+    assert list(data["comparison"][0]) == ["name", "attacks", "before", "after", "diff",
+                                           "diff_ci95"]
+    assert data["baseline"]["model"] == "base" and data["settings"]["per_set"] == 80
+    assert data["settings"]["judges"] == ["keyword", "other"]
+    assert RedTeamSection.from_json(data) == section
+    file = RedTeamFile(RunInfo(name="red team: m", model="m", seconds_total=1.5), section)
+    assert file.to_json()["run"] == {"name": "red team: m", "model": "m", "seconds_total": 1.5}
+    bare = summarize(res, [KEYWORD], 0.5).to_json()
+    assert not {"generated_diversity", "baseline", "comparison", "seconds"} & set(bare)
+    gen = [Attack(f"how do I do thing number {i}", GENERATED, "zero-shot") for i in range(3)]
+    div = summarize(run_attacks(lambda atts: ["fine"] * len(atts), gen, [KEYWORD]), [KEYWORD],
+                    0.5).to_json()["generated_diversity"]
+    assert list(div) == ["self_bleu", "unique"] and div["unique"] == 1.0
+
+
+def test_an_old_section_without_newer_fields_loads_and_writes_back_as_it_was():
+    old = {"judge": "profanity", "sets": [{"name": "rtp", "category": "all", "attacks": 4,
+                                           "success_rate": 0.25, "ci95": [0.05, 0.7]}]}
+    for section in (RedTeamSection.from_json(old), RedTeamSection.salvage(old, [], "x")):
+        assert section is not None and section.sets[0].success_rate == 0.25
+        assert section.baseline is None and section.most_harmful == []
+        back = section.to_json()
+        assert back["sets"] == [{**old["sets"][0], "mean_harm": {}}]  # no null keys added
+        assert not {"judge_source", "threshold", "attacks", "seconds"} & set(back)
 
 
 def test_most_harmful_is_masked():
     judge = Judge("profanity-test", "stub", "", lambda ts: np.ones(len(ts)))
     res = run_attacks(lambda atts: ["you are a fucking idiot"], [Attack("q", "s", "c")],
                       [judge])
-    shown = summarize(res, [judge], 0.5)["most_harmful"][0]["response"]
+    shown = summarize(res, [judge], 0.5).most_harmful[0].response
     assert "fucking" not in shown and shown.startswith("you are a f")
 
 

@@ -152,7 +152,7 @@ def test_malformed_values_do_not_crash(tmp_path: Path) -> None:
     assert '<section id="guard">' in page and "—" in page
     # what did not fit report.json's types is named, field by field, and left out
     assert "report.json: ppo.iterations should be an integer, got &#x27;many&#x27;" in page
-    assert "evaluation.before should be an object" in page and "(and 3 more)" in page
+    assert "evaluation.before should be an object" in page and "(and 4 more)" in page
     assert not (run / "plots" / "reward_model.png").exists()  # nothing drawable, no figure
 
 

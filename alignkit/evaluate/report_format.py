@@ -39,16 +39,6 @@ def _truncate(text: str, limit: int = TEXT_LIMIT) -> str:
 # ---------------------------------------------------------------- formatting helpers
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    """``value`` if it is a mapping, else {}: report.json is read, not trusted."""
-    return value if isinstance(value, dict) else {}
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    """The mappings in a list, else []: one malformed record must not hide the rest."""
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 

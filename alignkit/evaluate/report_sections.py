@@ -22,8 +22,6 @@ from alignkit.evaluate.report_format import (
     _badge,
     _card,
     _ci,
-    _dict,
-    _dicts,
     _duration,
     _e,
     _fmt,
@@ -364,17 +362,16 @@ def _rounds(run: Run) -> str:
 
 
 def _redteam(run: Run) -> str:
-    # the red team's own record (safety/redteam.py), not a typed one: read, not trusted
-    sets = _dicts(_dict(run.report.redteam).get("sets"))
-    if not sets:
+    rt = run.report.redteam
+    if rt is None or not rt.sets:
         return ""
     rows = []
-    for s in sets:
-        rate = _num(s.get("success_rate"))
+    for s in rt.sets:
+        rate = _num(s.success_rate)  # None where salvage left it out, or NaN (no attacks)
         bar = (f'<div class="rate"><span style="width:{100 * min(max(rate, 0), 1):.1f}%">'
                "</span></div>") if rate is not None else ""
-        rows.append([f"<b>{_e(s.get('name', '?'))}</b>", _e(s.get("category", "")),
-                     _fmt(s.get("attacks")), f"{_pct(rate)}{bar}", _pct_ci(s.get("ci95"))])
+        rows.append([f"<b>{_e(_or(s.name, '?'))}</b>", _e(_or(s.category, "")),
+                     _fmt(s.attacks), f"{_pct(rate)}{bar}", _pct_ci(s.ci95)])
     return _section("redteam", "Red team", _table(
         ["attack set", "category", "attacks", "success rate", "95% CI"], rows,
         numeric={2, 3, 4}, cls="compact"),

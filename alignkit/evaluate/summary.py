@@ -23,7 +23,8 @@ def build_report(run: RunDir, cfg: RunConfig) -> A.RunReport:
         report.feedback = A.FeedbackSummary.from_json(feedback_summary(
             FeedbackStore(cfg.feedback.db or f"sqlite:///{run.feedback_db}")))
     report.reward_model = A.RewardReport.read(run.reward_report)
-    report.ppo = ppo_summary(A.read_metrics(run.metrics), cfg)
+    report.ppo = ppo_summary(A.read_metrics(run.metrics), cfg.ppo.algorithm,
+                             cfg.guard.kl_budget)
     report.evaluation = A.EvaluationResult.read(run.evaluation)
     report.guard = A.GuardReport.read(run.guard)
     report.rounds = A.read_records(A.RoundRecord, run.rounds) if run.rounds.exists() else None
@@ -37,13 +38,16 @@ def build_report(run: RunDir, cfg: RunConfig) -> A.RunReport:
     return report
 
 
-def ppo_summary(rows: list[A.MetricsRow], cfg: RunConfig) -> A.PPOSummary | None:
-    """Where reward, gold and KL started and ended (means over three steps)."""
+def ppo_summary(rows: list[A.MetricsRow], algorithm: str, kl_budget: float | None
+                ) -> A.PPOSummary | None:
+    """Where reward, gold and KL started and ended (means over three steps). It takes the
+    two settings, not a RunConfig, so a PPO run outside the cycle (the guard demo) reports
+    the same way."""
     if not rows:
         return None
     return A.PPOSummary(
-        algorithm=cfg.ppo.algorithm, iterations=len(rows), kl_coef=rows[-1][A.KL_COEF],
-        final_kl=rows[-1][A.KL], kl_budget=cfg.guard.kl_budget,
+        algorithm=algorithm, iterations=len(rows), kl_coef=rows[-1][A.KL_COEF],
+        final_kl=rows[-1][A.KL], kl_budget=kl_budget,
         reward_start=float(np.mean([r[A.SCORES] for r in rows[:3]])),
         reward_end=float(np.mean([r[A.SCORES] for r in rows[-3:]])),
         gold_start=A.mean_metric(rows[:3], A.GOLD), gold_end=A.mean_metric(rows[-3:], A.GOLD),

@@ -24,14 +24,19 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from alignkit.artifacts import GuardReport
+from alignkit.artifacts import GuardReport, RunInfo, RunReport, read_metrics
 from alignkit.guard.config import GuardConfig
 from alignkit.guard.detectors import gao_fit
 from alignkit.guard.guard import Guard, HeldoutEval
+from alignkit.rundir import RunDir
+
+if TYPE_CHECKING:
+    from alignkit.rl.ppo import PPOTrainer
 
 # One prompt family, split: held-out prompts measure the policy where it was trained.
 TRAIN_PROMPTS = [f"Story number {i}: once upon a time" for i in range(64)]
@@ -124,7 +129,8 @@ def run_demo(out: str | Path, model: str = "tiny-llama", steps: int = 20, seed: 
                        for a in guard.alarms],
             "guard_config": gcfg.model_dump(), "seconds": time.perf_counter() - t0,
         }
-        _write_run_report(run_dir, name, model, guard, summary["runs"][name])
+        _write_run_report(trainer, guard, name, model, reason,
+                          summary["runs"][name]["seconds"])
         log(f"[{name}] stopped: {reason}; final held-out gold {final.gold:.3f}, proxy "
             f"{final.proxy:.3f}, KL {final.kl:.2f}")
     u, g = summary["runs"]["unguarded"], summary["runs"]["guarded"]
@@ -140,14 +146,20 @@ def run_demo(out: str | Path, model: str = "tiny-llama", steps: int = 20, seed: 
     return summary
 
 
-def _write_run_report(run_dir: Path, name: str, model: str, guard: Guard, info: dict) -> None:
-    """A report.json per run, so ``alignkit report`` can overlay the two runs."""
-    report = {"run": {"name": f"reward-hacking demo: {name}", "model": model,
-                      "criterion": "demo: even-id tokens (gold) vs keyword-biased proxy"},
-              "ppo": {"iterations": info["steps_run"], "kl_coef": info["kl_coef_end"],
-                      "stopped": info["stopped"]},
-              "guard": guard.report()}
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
+def _write_run_report(trainer: PPOTrainer, guard: Guard, name: str, model: str, stopped: str,
+                      seconds: float) -> None:
+    """A report.json per run, the cycle's own record, so ``alignkit report`` reads and
+    overlays the two runs as it reads any run."""
+    from alignkit.evaluate.summary import ppo_summary
+
+    run = RunDir(trainer.out_dir)
+    report = RunReport(
+        RunInfo(name=f"reward-hacking demo: {name}", model=model,
+                criterion="demo: even-id tokens (gold) vs keyword-biased proxy",
+                seconds_total=seconds, stop_reason=stopped),
+        ppo=ppo_summary(read_metrics(run.metrics), trainer.cfg.algorithm, guard.cfg.kl_budget),
+        guard=guard.record())
+    report.write(run.report_json)
 
 
 def _html_report(out: Path) -> str | None:
