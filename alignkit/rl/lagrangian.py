@@ -6,9 +6,9 @@ weight (score = R − w·C, λ never moves) is the baseline Safe RLHF compares a
 
 A limit of ``None`` is taken from the first batch: "no more harmful than the policy PPO
 starts from". The cost model's scale is learned anew each run, so a fixed number can sit far
-below the starting policy's mean (λ then falls to 0 at once and the helpfulness reward alone
-pulls the warm start's refusals back to compliance, as measured on the default run) or far
-above it (λ grows without bound).
+above the starting policy's mean cost (λ then falls to 0 at once and the helpfulness reward
+alone pulls the warm start's refusals back to compliance, as measured on the default run
+with a limit of 0) or far below it (λ grows without bound).
 """
 
 from __future__ import annotations

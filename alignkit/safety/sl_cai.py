@@ -3,10 +3,11 @@
 The default model samples a refusal ~3% of the time, so RL alone rarely sees one to
 reinforce. SL-CAI gives it some first: for each training harmful request the model answers,
 critiques its answer under a constitution principle and revises it, ``samples`` times; a
-refusal judge keeps the revisions that decline (a 135M model's revisions mostly drift off
-topic instead, so unfiltered they would teach rambling). The same model's own answers to
-training *benign* requests — look-alikes included — that the judge sees as answered and on
-topic are added, so the fine-tune does not learn to refuse everything that sounds alarming.
+refusal judge keeps the revisions that decline (under the concrete "start with I'm sorry…"
+principle ~85% do; the rest drift off topic, and unfiltered they would teach rambling). The
+same model's own answers to training *benign* requests — look-alikes and ordinary questions
+— that the judge sees as answered and on topic are added, so the fine-tune does not learn to
+refuse everything that sounds alarming.
 """
 
 from __future__ import annotations
