@@ -29,6 +29,9 @@ class Generation:
     logprobs: Tensor  # log π_old(token) at the sampling temperature
     values: Tensor  # V(state before each token)
     ended: Tensor  # [B] bool: a stop token was produced
+    # log-probs and values from a sampler that rounds unlike the update's fp32 pass (a bf16
+    # twin or trunk): tokens are exact samples of it, but PPO and KL must recompute both
+    approximate: bool = False
 
     def texts(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
         lengths = (self.response_mask.sum(1) - self.ended.to(self.response_mask.dtype)).tolist()
@@ -146,7 +149,7 @@ class _Decoder:
 
     def __init__(self, policy: Policy, reference: bool, query_mask: Tensor,
                  max_new_tokens: int, static_cache: bool) -> None:
-        self.trunk, self.head = policy.trunk(reference), policy.head(reference)
+        self.trunk, self.head, self.approximate = policy.sampler_modules(reference)
         self.dev = policy.device
         B, P = query_mask.shape
         self.cache = _static_cache(self.trunk, P + max_new_tokens) if static_cache else None
@@ -189,15 +192,15 @@ class _Responses:
         self.values = torch.zeros(B, max_new_tokens, device=dev)
         self.masks = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=dev)
 
-    def generation(self, query_ids: Tensor, query_mask: Tensor, n: int, ended: Tensor
-                   ) -> Generation:
+    def generation(self, query_ids: Tensor, query_mask: Tensor, n: int, ended: Tensor,
+                   approximate: bool) -> Generation:
         """The first ``n`` steps; log-probs and values zeroed after each row's stop."""
         mask = self.masks[:, :n].to(torch.float32)
         return Generation(
             query_ids=query_ids, query_mask=query_mask,
             response_ids=self.tokens[:, :n].contiguous(), response_mask=mask,
             logprobs=self.logps[:, :n] * mask, values=self.values[:, :n] * mask,
-            ended=ended,
+            ended=ended, approximate=approximate,
         )
 
 
@@ -237,4 +240,4 @@ def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens
             break
         h = decode(tok[:, None], next_pos, P + n)
         next_pos = next_pos + 1
-    return out.generation(query_ids, query_mask, n, done)
+    return out.generation(query_ids, query_mask, n, done, decode.approximate)

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 
 from alignkit.config import ModelConfig
 from alignkit.models.device import module_device, pick_device, precision
+from alignkit.models.sampling_twin import SamplingTwin, resolve_sampling_dtype
 
 
 class Policy(nn.Module):
@@ -54,6 +55,8 @@ class Policy(nn.Module):
         nn.init.zeros_(self.value_head.bias)
         self._merged = False
         self.to(pick_device(cfg.device))
+        self.sampling_dtype = resolve_sampling_dtype(cfg.sampling_dtype, self.device)
+        self._twins: dict[int, SamplingTwin] = {}  # by id of the model they copy
 
     @property
     def low_precision_base(self) -> bool:
@@ -79,6 +82,23 @@ class Policy(nn.Module):
     def head(self, reference: bool = False) -> nn.Module:
         model = self._ref if (reference and self._ref is not None) else self.causal
         return model.get_output_embeddings()
+
+    def sampler_modules(self, reference: bool = False) -> tuple[nn.Module, nn.Module, bool]:
+        """(trunk, head, approximate) for the sampler: the policy's own, or the bf16 twin
+        with the current weights copied in (``model.sampling_dtype``); ``approximate`` says
+        the sampler's log-probs and values round unlike the update's pass."""
+        unfolded = isinstance(self.lm, PeftModel) and not (reference or self._merged)
+        if self.sampling_dtype == torch.float32 or self.low_precision_base or unfolded:
+            # (unmerged adapters are not in the weights the twin copies: the exact path)
+            return self.trunk(reference), self.head(reference), self.low_precision_base
+        if reference and self._merged:
+            raise RuntimeError("sampling the reference inside merged() would read the policy")
+        model = self._ref if (reference and self._ref is not None) else self.causal
+        twin = self._twins.get(id(model))
+        if twin is None:
+            twin = self._twins[id(model)] = SamplingTwin(model, self.sampling_dtype)
+        twin.sync(model)
+        return twin.trunk, twin.head, True
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -38,6 +38,8 @@ def reference_kl(policy: Policy, gen: Generation, temperature: float, estimator:
                  ) -> tuple[Tensor, Tensor]:
     """(reference log-probs, per-token KL estimate) of ``gen``'s responses, both [B, T] and
     0 outside the response mask: KL_t = k(log π(y_t) − log π_ref(y_t)) (``rl.math``)."""
+    if gen.approximate:  # a low-precision sampler's log-probs would bias every KL
+        gen = with_policy_logprobs(policy, gen, temperature)
     mask = gen.response_mask
     with policy.reference():
         ref, _, _ = response_forward(policy, gen.query_ids, gen.query_mask, gen.response_ids,
@@ -75,7 +77,7 @@ def sample_with_reference(policy: Policy, tok: PreTrainedTokenizerBase, prompts:
         with policy.merged():
             gen = sample(policy, q, qm, g.max_new_tokens, stop_ids, tok.pad_token_id,
                          g.temperature, g.top_p, torch.Generator().manual_seed(seed))
-        if policy.low_precision_base:  # bf16: decoding rounds unlike the update
+        if gen.approximate:  # a bf16 sampler: PPO's old log-probs and values from fp32
             gen = with_policy_logprobs(policy, gen, g.temperature)
     t1 = time.perf_counter()
     ref, kl = reference_kl(policy, gen, g.temperature, estimator)

@@ -85,4 +85,5 @@ def with_policy_logprobs(policy: Policy, gen: Generation, temperature: float) ->
     decoding, another engine) hands over tokens only."""
     logp, _, values = response_forward(policy, gen.query_ids, gen.query_mask, gen.response_ids,
                                        gen.response_mask, temperature)
-    return replace(gen, logprobs=logp * gen.response_mask, values=values * gen.response_mask)
+    return replace(gen, logprobs=logp * gen.response_mask, values=values * gen.response_mask,
+                   approximate=False)

@@ -1,0 +1,92 @@
+"""A bf16 twin of the policy's language model that only the sampler reads.
+
+On a CPU with AVX512-BF16 or AMX, oneDNN's bf16 matmul at decoding's shapes (16–64 rows
+against 576×1536 weights) runs 4–12× faster than the fp32 one (measured on this project's
+Zen 4 machine: ~0.8 → ~0.3 s per step of 64 rows for SmolLM2-135M), because decoding reads
+every weight once per token and bf16 halves those bytes. Training stays fp32: the twin is a
+plain model of the same class holding the current weights (LoRA folded in when the policy
+is merged, or the reference's when adapters are off), copied over before every batch is
+sampled, so it can never hold stale weights. Its log-probs and values round differently
+from the update's fp32 pass, so a ``Generation`` it samples is marked approximate and PPO
+recomputes both (``rl.rollout.with_policy_logprobs``) — the first ratio is still exactly 1.
+
+Non-persistent buffers (rotary frequencies) are kept fp32 from the source: positions
+rounded to bf16 would drift over a long prompt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from alignkit.models.device import module_device
+
+CPU_FLAGS = Path("/proc/cpuinfo")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_fast_bf16(cpuinfo: Path = CPU_FLAGS) -> bool:
+    """True when the CPU advertises a bf16 dot-product instruction (Linux flags)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                  if ln.startswith("flags")), [])
+    return any(f in flags for f in BF16_FLAGS)
+
+
+def resolve_sampling_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """``model.sampling_dtype`` as a dtype: 'auto' = bf16 on a CPU with bf16 instructions;
+    fp32 elsewhere (GPUs already decode under bf16 autocast; other CPUs emulate bf16)."""
+    if choice == "bfloat16":
+        return torch.bfloat16
+    if choice == "auto" and device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def plain_state(source: nn.Module) -> dict[str, torch.Tensor]:
+    """``source``'s weights under the plain model's names: PEFT's ``base_layer.`` dropped,
+    the adapters themselves left out (when merged, they are already in the weights)."""
+    return {k.replace(".base_layer.", "."): v for k, v in source.state_dict().items()
+            if "lora_" not in k}
+
+
+class SamplingTwin:
+    """A low-precision copy of ``source`` (a transformers causal LM, LoRA layers allowed)."""
+
+    def __init__(self, source: PreTrainedModel, dtype: torch.dtype = torch.bfloat16) -> None:
+        dev = module_device(source)
+        with torch.device("meta"):
+            model = type(source)(source.config)
+        model.to_empty(device=dev)
+        self.model = model.to(dtype).eval().requires_grad_(False)
+        self.model.tie_weights()
+        self._params = dict(self.model.state_dict())
+        missing = set(self._params) - set(plain_state(source))
+        if missing:
+            raise RuntimeError(f"sampling twin: the source model has no {sorted(missing)[0]!r} "
+                               "— set model.sampling_dtype: float32")
+        buffers = dict(source.named_buffers())
+        for name, buf in self.model.named_buffers():
+            if name in buffers:
+                buf.data = buffers[name].detach().clone()
+
+    @torch.no_grad()
+    def sync(self, source: nn.Module) -> None:
+        """Copy ``source``'s current weights in (cast to the twin's dtype)."""
+        state = plain_state(source)
+        for name, t in self._params.items():
+            t.copy_(state[name])
+
+    @property
+    def trunk(self) -> nn.Module:
+        return self.model.base_model
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.get_output_embeddings()
