@@ -298,6 +298,10 @@ class PPOConfig(Section):
         "safe/unsafe boundary, so 0 asks for replies that are safe on average. null = the first "
         "batch's mean cost: no more harmful than the policy PPO starts from (robust to the "
         "cost model's scale, which each run learns anew).")
+    cost_unsafe_only: bool = Field(
+        False, description="Penalise only the unsafe part of the cost, max(C, 0), in the score "
+        "and the constraint: a Bradley–Terry cost model rates a refusal safest of all replies "
+        "to any request, so the raw cost pays the policy for refusing benign requests too.")
     lambda_init: float = Field(1.0, ge=0, le=100, description="Initial λ (fixed weight for "
                                "'fixed'); 1 weighs harm like helpfulness from the first step.")
     lambda_lr: float = Field(0.1, ge=0, le=10, description="Dual-ascent step on λ per unit of "

@@ -100,7 +100,8 @@ def decode_weights(lm: torch.nn.Module) -> tuple[int, int]:
     return n_bytes, n_params
 
 
-def build_trainer(out_dir: Path, lr: float = 3e-4, dtype: str = "float32"):
+def build_trainer(out_dir: Path, lr: float = 3e-4, dtype: str = "float32",
+                  sampling: str = "auto"):
     from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
     from alignkit.models.loading import SMOLLM2, load_causal_lm, stop_token_ids
     from alignkit.models.policy import Policy
@@ -110,6 +111,8 @@ def build_trainer(out_dir: Path, lr: float = 3e-4, dtype: str = "float32"):
     tok = C.bench_tokenizer()
     lm = load_causal_lm(SMOLLM2, tok, dtype=dtype)
     model_cfg = dict(name=SMOLLM2, use_lora=True, lora_r=16, lora_alpha=32)
+    if "sampling_dtype" in ModelConfig.model_fields:  # an older checkout has no twin
+        model_cfg["sampling_dtype"] = sampling
     if dtype != "float32":
         model_cfg["dtype"] = dtype
     policy = Policy(lm, ModelConfig(**model_cfg))
@@ -155,13 +158,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="model.dtype: bfloat16 = frozen base weights in bf16")
+    ap.add_argument("--sampling", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="model.sampling_dtype: the weights the sampler reads")
     a = ap.parse_args()
     if a.iters < 2:
         ap.error("--iters must be >= 2 (one warm-up + at least one timed)")
     C.set_threads(a.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(Path(tmp), dtype=a.dtype)
+        trainer = build_trainer(Path(tmp), dtype=a.dtype, sampling=a.sampling)
+        twin = (getattr(trainer.policy, "sampling_dtype", None) == torch.bfloat16
+                and not trainer.policy.low_precision_base)
         lm = trainer.policy.causal
         hidden = lm.config.hidden_size
         inter = getattr(lm.config, "intermediate_size", 4 * hidden)
@@ -178,21 +185,24 @@ def main() -> None:
         first = iteration(trainer, count_flops=True)  # the warm-up, counted
         runs = [iteration(trainer) for _ in range(a.iters - 1)]
         w_bytes, w_params = decode_weights(lm)
+        if twin:  # the sampler reads the bf16 twin: two bytes a weight
+            w_bytes = 2 * w_params
     bandwidth, mm32, mm16, mm_big = (max(x, y) for x, y in zip(before, limits(), strict=True))
 
     med = {k: C.median([r[k] for r in runs]) for k in ("seconds", "t_gen", "t_ref", "t_update")}
     steps = C.median([r["steps"] for r in runs])
     decode_step = med["t_gen"] / steps
     step_flops = 2 * C.BATCH * w_params  # one multiply-add per weight per sequence
-    mm = mm16 if a.dtype == "bfloat16" else mm32  # the rate of the kernels the work runs
-    t_read, t_flop = w_bytes / bandwidth, step_flops / mm
+    mm = mm16 if a.dtype == "bfloat16" else mm32  # the rate of the update's kernels
+    t_read, t_flop = w_bytes / bandwidth, step_flops / (mm16 if twin else mm)
     bound = max(t_read, t_flop)
     update_rate = first["update_flops"] / med["t_update"]
     iter_rate = (first["rollout_flops"] + first["update_flops"]) / med["seconds"]
     cpu, isa = cpu_description()
 
     print(f"\nSmolLM2-135M-Instruct + LoRA r16, batch {C.BATCH}, {C.NEW_TOKENS} new tokens, "
-          f"{C.PPO_EPOCHS} epochs, {a.dtype} base weights, {a.threads} thread(s), median of "
+          f"{C.PPO_EPOCHS} epochs, {a.dtype} base weights, sampling from "
+          f"{'a bf16 twin' if twin else 'the base weights'}, {a.threads} thread(s), median of "
           f"{len(runs)} after 1 warm-up")
     print(f"CPU: {cpu}; ISA: {' '.join(isa) or 'none of ' + ', '.join(ISA_FLAGS)}; torch "
           f"{torch.__version__}, kernels {torch.backends.cpu.get_cpu_capability()}")

@@ -57,6 +57,19 @@ def test_a_limit_of_none_is_the_first_batch_mean_and_survives_a_resume():
     assert resumed.lam == 1.0
 
 
+def test_only_the_unsafe_part_of_the_cost_is_penalised():
+    # C⁺ = max(C, 0): a safe refusal (−4) and a safe answer (−2) both cost 0
+    assert torch.equal(M.unsafe_part(t([-4.0, -2.0, 0.0, 1.5])), t([0.0, 0.0, 0.0, 1.5]))
+    obj = SafetyObjective("lagrangian", 0.0, lambda_lr=0.5, lam=1.0, unsafe_only=True)
+    cost = obj.cost(t([-4.0, -2.0, 1.5]))
+    # (R − λC⁺)/(1 + λ): (−1 − 0)/2, (1 − 0)/2, (1 − 1.5)/2
+    assert torch.allclose(obj.score(t([-1.0, 1.0, 1.0]), cost), t([-0.5, 0.5, -0.25]))
+    obj.update(float(cost.mean()))  # mean C⁺ = 0.5 above the limit 0: λ ← 1 + 0.5·0.5
+    assert obj.lam == 1.25
+    raw = SafetyObjective("lagrangian", 0.0, lambda_lr=0.5, lam=1.0)
+    assert torch.equal(raw.cost(t([-4.0, 1.5])), t([-4.0, 1.5]))
+
+
 def test_cost_model_loss_hand_values():
     cw, cb = t([1.0]), t([-1.0])
     bt = math.log1p(math.exp(-2.0))  # −log σ(1 − (−1)) = 0.126928

@@ -50,7 +50,9 @@ def reference_kl(policy: Policy, gen: Generation, temperature: float, estimator:
 
 @dataclass
 class Sampled:
-    """Responses of the current policy with their reference log-probs and KL."""
+    """Responses of the current policy with their reference log-probs and KL.
+    ``seconds_reference`` counts every fp32 pass over the sampled tokens: the reference's,
+    and the policy's own when a low-precision sampler drew them."""
 
     gen: Generation
     ref_logprobs: Tensor
@@ -77,9 +79,9 @@ def sample_with_reference(policy: Policy, tok: PreTrainedTokenizerBase, prompts:
         with policy.merged():
             gen = sample(policy, q, qm, g.max_new_tokens, stop_ids, tok.pad_token_id,
                          g.temperature, g.top_p, torch.Generator().manual_seed(seed))
-        if gen.approximate:  # a bf16 sampler: PPO's old log-probs and values from fp32
-            gen = with_policy_logprobs(policy, gen, g.temperature)
     t1 = time.perf_counter()
+    if gen.approximate:  # a bf16 sampler: PPO's old log-probs and values from fp32
+        gen = with_policy_logprobs(policy, gen, g.temperature)
     ref, kl = reference_kl(policy, gen, g.temperature, estimator)
     return Sampled(gen, ref, kl, t1 - t0, time.perf_counter() - t1)
 
@@ -128,7 +130,7 @@ class RolloutCollector:
         if self.cost_scorer is not None:
             if safety is None:
                 raise ValueError("ppo.cost: a cost scorer needs the trainer's SafetyObjective")
-            cost = self.cost_scorer(prompts, texts, gen).float().to(mask.device)
+            cost = safety.cost(self.cost_scorer(prompts, texts, gen).float().to(mask.device))
             safe_stats = {A.REWARD: scores.mean().item(), A.COST: cost.mean().item(),
                           A.LAMBDA: safety.lam}
             scores = safety.score(scores, cost)

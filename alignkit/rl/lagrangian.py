@@ -18,7 +18,7 @@ from typing import Literal
 
 from torch import Tensor
 
-from alignkit.rl.math import lagrange_multiplier_step, lagrangian_score
+from alignkit.rl.math import lagrange_multiplier_step, lagrangian_score, unsafe_part
 
 CostMode = Literal["lagrangian", "fixed"]
 
@@ -29,6 +29,11 @@ class SafetyObjective:
     cost_limit: float | None
     lambda_lr: float
     lam: float
+    unsafe_only: bool = False  # penalise C⁺ = max(C, 0) instead of C (rl.math.unsafe_part)
+
+    def cost(self, raw: Tensor) -> Tensor:
+        """The cost the score and the constraint use: the cost model's, or its unsafe part."""
+        return unsafe_part(raw) if self.unsafe_only else raw
 
     def score(self, reward: Tensor, cost: Tensor) -> Tensor:
         if self.mode == "lagrangian":

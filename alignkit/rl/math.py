@@ -174,6 +174,17 @@ def lagrangian_score(reward: Tensor, cost: Tensor, lam: float | Tensor) -> Tenso
     return (reward - lam * cost) / (1.0 + lam)
 
 
+def unsafe_part(cost: Tensor) -> Tensor:
+    """C⁺ = max(C, 0): the cost above the cost model's safe/unsafe line (cost > 0 ⇔ unsafe).
+
+    A Bradley–Terry cost model also orders *safe* replies, and learns that a refusal is the
+    safest reply of all — to any request. Penalising the raw cost then pays the policy for
+    refusing benign requests (measured on the default run: a benign refusal cost 2.7 less
+    than a benign answer, a harmful compliance 5.4 more than a refusal). C⁺ scores every safe
+    reply, answer or refusal, alike at 0, so only unsafe replies cost anything."""
+    return cost.clamp_min(0.0)
+
+
 def lagrange_multiplier_step(lam: float, mean_cost: float, cost_limit: float, lr: float
                              ) -> float:
     """Projected dual ascent on the Lagrangian's multiplier: λ ← max(0, λ + η·(J_C − d)).

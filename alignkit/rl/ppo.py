@@ -93,7 +93,8 @@ class PPOTrainer:
                                           chat_template, gold, sampler, cost_scorer)
         # Safe RLHF: λ of the reward–cost trade-off, moved by dual ascent in finish_step.
         self.safety = (SafetyObjective(cfg.cost_objective, cfg.cost_limit, cfg.lambda_lr,
-                                       cfg.lambda_init) if cost_scorer is not None else None)
+                                       cfg.lambda_init, cfg.cost_unsafe_only)
+                       if cost_scorer is not None else None)
         run = RunDir(out_dir)
         self.out_dir, self.ckpt_dir = run.path, run.checkpoints
         self.metrics_path, self.samples_path = run.metrics, run.samples

@@ -153,7 +153,9 @@ class StageContext:
                     from alignkit.models.build import apply_warm_start
 
                     apply_warm_start(built.policy, self.run.sl_cai_adapter)
-            self.console.print(f"policy {m.name} on {describe(built.policy.device)}")
+            sampler = ("; samples from a bf16 twin" if built.policy.sampling_dtype
+                       == torch.bfloat16 and not built.policy.low_precision_base else "")
+            self.console.print(f"policy {m.name} on {describe(built.policy.device)}{sampler}")
             return built
 
         return self.model("policy", load)
