@@ -70,3 +70,36 @@ def test_lambda_is_checkpointed(tiny_tokenizer, tmp_path):
     assert again.load_checkpoint(log=None)
     expected = max(0.0, rows[-1][A.LAMBDA] + LR * (rows[-1][A.COST] - LIMIT))
     assert again.safety is not None and abs(again.safety.lam - expected) < 1e-9
+
+
+def _run_shifted(tok, tmp_path, unsafe_only: bool, steps: int = 20) -> list[dict]:
+    """Reward = share of even tokens s; cost = s − 1.5, negative for every reply: all are
+    safe, and the 'safer' ones are the less rewarding (as a refusal is to a benign request).
+    A fixed λ = 2, so only the cost's transform differs between the two runs."""
+    torch.manual_seed(0)
+    lm = load_causal_lm(TINY, tok)
+    policy = Policy(lm, ModelConfig(name=TINY, lora_r=8, lora_alpha=16))
+    even = token_share_scorer(torch.arange(0, len(tok), 2))
+    prompts = [f"Story number {i}: once upon a time" for i in range(64)]
+    cfg = PPOConfig(steps=steps, prompts_per_step=8, samples_per_prompt=4, lr=2e-3,
+                    kl_coef=0.0, epochs=2, minibatches=2, checkpoint_every=1000,
+                    cost="synthetic", cost_objective="fixed", lambda_init=2.0,
+                    cost_unsafe_only=unsafe_only)
+    trainer = PPOTrainer(policy, tok, prompts, even, cfg, GenerateConfig(max_new_tokens=8),
+                         tmp_path, stop_token_ids(tok, lm),
+                         cost_scorer=lambda p, t, g: even(p, t, g) - 1.5)
+    rows: list[dict] = []
+    trainer.train(on_step=rows.append)
+    return rows
+
+
+@pytest.mark.slow
+def test_unsafe_only_cost_leaves_safe_replies_to_the_reward(tiny_tokenizer, tmp_path):
+    # nothing is unsafe, so the known optimum is the reward's own: s → 1. With the raw cost
+    # the score R − 2C = 3 − s pays for "safer" replies and drives s down instead.
+    hinge = _run_shifted(tiny_tokenizer, tmp_path / "hinge", unsafe_only=True)
+    raw = _run_shifted(tiny_tokenizer, tmp_path / "raw", unsafe_only=False)
+    assert all(r[A.COST] == 0.0 for r in hinge) and all(r[A.LAMBDA] == 2.0 for r in hinge)
+    start = hinge[0][A.REWARD]
+    assert _tail(hinge, A.REWARD, 5) > start + 0.2, [round(r[A.REWARD], 3) for r in hinge]
+    assert _tail(raw, A.REWARD, 5) < start - 0.1, [round(r[A.REWARD], 3) for r in raw]
