@@ -374,6 +374,10 @@ class SLCAIConfig(Section):
                                 "and revision.")
     temperature: float = Field(0.7, gt=0, le=2, description="Sampling temperature of the "
                                "chains (lower than 1: the critique must stay on topic).")
+    sft_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Precision of the SFT's forward and backward: 'bfloat16' = CPU "
+        "autocast (adapters and optimizer stay fp32), ~1.5× faster steps on CPUs with "
+        "AVX512-BF16 or AMX; 'auto' = bfloat16 on such a CPU, float32 elsewhere.")
     epochs: int = Field(2, ge=1, le=20, description="SFT passes over the kept examples.")
     lr: float = Field(3e-4, gt=0, le=1, description="AdamW lr of the SFT LoRA adapters.")
     batch_size: int = Field(8, ge=1, description="SFT examples per step.")

@@ -1,5 +1,6 @@
 """SFT on revisions: only completion tokens are targets, and the loss on them falls."""
 
+import pytest
 import torch
 
 from alignkit.config import ModelConfig
@@ -22,13 +23,17 @@ def test_targets_are_the_completion_and_eos(tiny_tokenizer):
         len(tok.encode(recs[1]["prompt"], add_special_tokens=False)) + 2])).all()
 
 
-def test_sft_lowers_the_loss_on_revisions(tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_sft_lowers_the_loss_on_revisions(tiny_tokenizer, tmp_path, cpu_bf16):
     lm = load_causal_lm(TINY, tiny_tokenizer)
     policy = Policy(lm, ModelConfig(name=TINY, lora_r=8, lora_alpha=16))
     recs = [{"prompt": f"Request {i}", "completion": "I can't help with that, but here is a "
              "safe alternative."} for i in range(8)]
     before = mean_completion_nll(policy, tiny_tokenizer, recs)
-    rep = sft_train(policy, tiny_tokenizer, recs, epochs=6, lr=5e-3, batch_size=4)
+    rep = sft_train(policy, tiny_tokenizer, recs, epochs=6, lr=5e-3, batch_size=4,
+                    cpu_bf16=cpu_bf16)
+    # bf16 autocast lowers only the matmuls: the trained adapters stay fp32
+    assert all(p.dtype == torch.float32 for p in policy.trainable_parameters())
     after = mean_completion_nll(policy, tiny_tokenizer, recs)
     assert rep.steps == 12 and len(rep.losses) == 12
     assert after < 0.6 * before, (before, after)

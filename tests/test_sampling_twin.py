@@ -12,7 +12,7 @@ from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
 from alignkit.generation import encode_prompts, sample
 from alignkit.models.loading import TINY, load_causal_lm, stop_token_ids
 from alignkit.models.policy import Policy
-from alignkit.models.sampling_twin import cpu_has_fast_bf16, plain_state, resolve_sampling_dtype
+from alignkit.models.sampling_twin import cpu_has_fast_bf16, plain_state, resolve_bf16_choice
 from alignkit.rl.collect import sample_with_reference
 from alignkit.rl.ppo import PPOTrainer
 from alignkit.rl.rollout import response_forward
@@ -36,9 +36,9 @@ def test_cpu_flags_decide_auto(tmp_path):
     without.write_text("processor : 0\nflags : fpu avx2 avx512f\n")
     assert cpu_has_fast_bf16(with_bf16) and not cpu_has_fast_bf16(without)
     assert not cpu_has_fast_bf16(tmp_path / "missing")
-    assert resolve_sampling_dtype("float32", torch.device("cpu")) == torch.float32
-    assert resolve_sampling_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
-    assert resolve_sampling_dtype("auto", torch.device("cuda")) == torch.float32
+    assert resolve_bf16_choice("float32", torch.device("cpu")) == torch.float32
+    assert resolve_bf16_choice("bfloat16", torch.device("cpu")) == torch.bfloat16
+    assert resolve_bf16_choice("auto", torch.device("cuda")) == torch.float32
 
 
 def _twin_weights(policy: Policy, reference: bool) -> dict[str, torch.Tensor]:

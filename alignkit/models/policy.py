@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 
 from alignkit.config import ModelConfig
 from alignkit.models.device import module_device, pick_device, precision
-from alignkit.models.sampling_twin import SamplingTwin, resolve_sampling_dtype
+from alignkit.models.sampling_twin import SamplingTwin, resolve_bf16_choice
 
 
 class Policy(nn.Module):
@@ -55,7 +55,7 @@ class Policy(nn.Module):
         nn.init.zeros_(self.value_head.bias)
         self._merged = False
         self.to(pick_device(cfg.device))
-        self.sampling_dtype = resolve_sampling_dtype(cfg.sampling_dtype, self.device)
+        self.sampling_dtype = resolve_bf16_choice(cfg.sampling_dtype, self.device)
         self._twins: dict[int, SamplingTwin] = {}  # by id of the model they copy
 
     @property

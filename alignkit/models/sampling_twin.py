@@ -39,9 +39,10 @@ def cpu_has_fast_bf16(cpuinfo: Path = CPU_FLAGS) -> bool:
     return any(f in flags for f in BF16_FLAGS)
 
 
-def resolve_sampling_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """``model.sampling_dtype`` as a dtype: 'auto' = bf16 on a CPU with bf16 instructions;
-    fp32 elsewhere (GPUs already decode under bf16 autocast; other CPUs emulate bf16)."""
+def resolve_bf16_choice(choice: str, device: torch.device) -> torch.dtype:
+    """A 'auto' / 'float32' / 'bfloat16' setting (``model.sampling_dtype``,
+    ``sl_cai.sft_dtype``) as a dtype: 'auto' = bf16 on a CPU with bf16 instructions; fp32
+    elsewhere (GPUs already run under bf16 autocast; other CPUs emulate bf16)."""
     if choice == "bfloat16":
         return torch.bfloat16
     if choice == "auto" and device.type == "cpu" and cpu_has_fast_bf16():

@@ -66,12 +66,16 @@ def build_batch(tokenizer, records: Sequence[dict], max_length: int = 256,
     return ids, attn, tgt
 
 
-def completion_nll(policy: Policy, ids: Tensor, attn: Tensor, tgt: Tensor) -> Tensor:
-    """Mean −log p(token) over target positions (token t is predicted from position t−1)."""
+def completion_nll(policy: Policy, ids: Tensor, attn: Tensor, tgt: Tensor,
+                   cpu_bf16: bool = False) -> Tensor:
+    """Mean −log p(token) over target positions (token t is predicted from position t−1).
+    ``cpu_bf16`` runs the forward under CPU bf16 autocast (weights, adapters and the
+    optimizer stay fp32; the log-softmax is taken in fp32)."""
     dev = policy.device
     ids, attn, tgt = ids.to(dev), attn.to(dev), tgt.to(dev)
     pos = (attn.long().cumsum(-1) - 1).clamp_min(0)
-    with precision(dev):
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16 and dev.type == "cpu")
+    with precision(dev), cast:
         logits = policy.lm(input_ids=ids, attention_mask=attn, position_ids=pos,
                            use_cache=False).logits[:, :-1]
     logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
@@ -82,8 +86,10 @@ def completion_nll(policy: Policy, ids: Tensor, attn: Tensor, tgt: Tensor) -> Te
 def sft_train(policy: Policy, tokenizer, records: Sequence[dict], epochs: int = 2,
               lr: float = 2e-4, batch_size: int = 8, max_length: int = 256,
               chat_template: bool = True, seed: int = 0,
-              on_step: Callable[[int, float], None] | None = None) -> SFTReport:
-    """Fine-tune the policy's LoRA adapters (or all weights) on (prompt, completion)."""
+              on_step: Callable[[int, float], None] | None = None,
+              cpu_bf16: bool = False) -> SFTReport:
+    """Fine-tune the policy's LoRA adapters (or all weights) on (prompt, completion);
+    ``cpu_bf16``: forward and backward under CPU bf16 autocast (see ``completion_nll``)."""
     if not records:
         raise ValueError("sft: no records — run `alignkit constitution revise` first")
     params = [p for n, p in policy.lm.named_parameters() if p.requires_grad]
@@ -98,7 +104,7 @@ def sft_train(policy: Policy, tokenizer, records: Sequence[dict], epochs: int = 
             for s in range(0, len(order), batch_size):
                 batch = [records[i] for i in order[s : s + batch_size]]
                 loss = completion_nll(policy, *build_batch(tokenizer, batch, max_length,
-                                                           chat_template))
+                                                           chat_template), cpu_bf16=cpu_bf16)
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -65,6 +65,7 @@ def alternate(benign: list[HHPrompt]) -> list[HHPrompt]:
 
 def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa: ARG001
     from alignkit.models.build import save_warm_start
+    from alignkit.models.sampling_twin import resolve_bf16_choice
     from alignkit.safety.constitution import load_constitution
     from alignkit.safety.refusal import refusal_judges
     from alignkit.safety.sft import sft_train
@@ -89,7 +90,8 @@ def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa:
     records = [{"prompt": e.prompt, "completion": e.completion} for e in data.examples]
     sft = sft_train(ctx.policy, ctx.tokenizer, records, epochs=c.epochs, lr=c.lr,
                     batch_size=c.batch_size, max_length=c.max_length, chat_template=True,
-                    seed=c.seed)
+                    seed=c.seed, cpu_bf16=resolve_bf16_choice(c.sft_dtype, ctx.policy.device)
+                    == torch.bfloat16)
     save_warm_start(ctx.policy, ctx.run.sl_cai_adapter)
     ctx.policy.absorb_adapters()
     result = replace(data.counts, sft_steps=sft.steps, sft_first_loss=sft.first_loss,
