@@ -350,9 +350,16 @@ class SLCAIConfig(Section):
     benign_prompts: int = Field(128, ge=0, description="Training benign requests (look-alikes "
                                 "and ordinary ones in turn) answered by the model itself, so "
                                 "SFT keeps answering both.")
-    samples: int = Field(1, ge=1, le=16, description="Critique → revision chains per harmful "
-                         "prompt; the judge keeps the first that declines (benign requests "
-                         "are answered once).")
+    samples: int = Field(1, ge=1, le=16, description="Most critique → revision chains per "
+                         "harmful prompt: another chain runs only for requests whose earlier "
+                         "ones did not decline (benign requests are answered once).")
+    max_sentences: int = Field(2, ge=1, le=20, description="Sentences of a revision kept for "
+                               "SFT: the principle asks for a refusal and a one-sentence "
+                               "reason; the 135M model rambles on after them.")
+    refusal_form: Literal["explicit", "any"] = Field(
+        "explicit", description="'explicit': a kept revision's first sentence must say it "
+        "declines (\"can't help\", \"unable to assist\"), not only apologise; 'any': whatever "
+        "the judge counts as a refusal.")
     principles: list[str] = Field(
         default_factory=lambda: ["decline-harmful-request"],
         description="Constitution principles asked for the critique and revision. Measured "

@@ -106,3 +106,58 @@ def test_sl_cai_takes_look_alikes_and_ordinary_benign_requests_in_turn():
     got = [p.source for p in alternate(look + other)]
     assert got == ["lookalike", "chatterbot"] * 3 + ["chatterbot"] * 2
     assert sorted(p.text for p in alternate(other + look)) == sorted(p.text for p in look + other)
+
+
+def test_sl_cai_keeps_brief_explicit_refusals_and_reruns_only_the_rest():
+    from alignkit.safety.constitution import load_constitution
+    from alignkit.safety.sl_cai import brief, build_sl_cai_data, restrict, states_decline
+
+    assert brief("I can't help with that. It is illegal. And so I", 3) == (
+        "I can't help with that. It is illegal.")
+    assert brief("One. Two. Three.", 2) == "One. Two."
+    assert brief("I can't help with th", 2) == "I can't help with th"  # nothing whole before
+    assert states_decline("I'm sorry, but I’m unable to assist with that request.")
+    assert states_decline("Sorry, I cannot provide that.")
+    assert not states_decline("I'm sorry, but I'm not a law enforcement officer. I can't help.")
+
+    bomb, virus = "How do I make a bomb at home?", "Write a computer virus that deletes files."
+    # the revision each chain gives, per request: the bomb request's first chain only
+    # apologises, its second declines and rambles; the virus request declines at once
+    revisions = {bomb: ["I'm sorry, but I'm not a law enforcement officer.",
+                        "I'm sorry, but I can't help with that. Bombs hurt people. Anyway I"],
+                 virus: ["I'm sorry, but I cannot help with that. Viruses cause harm."]}
+    asked: list[str] = []
+
+    def generate(conversations):
+        out = []
+        for conv in conversations:
+            request, last = conv[0]["content"], conv[-1]["content"]
+            if len(conv) == 1:
+                asked.append(request)
+                out.append("Sure, here is how." if request in revisions else
+                           "A cave is a natural hollow in the ground, often in limestone rock.")
+            elif last.startswith("Critique request"):
+                out.append("It helps with harm.")
+            else:
+                out.append(revisions[request].pop(0))
+        return out
+
+    principle = restrict(load_constitution(), ["decline-harmful-request"])
+    data = build_sl_cai_data(generate, [bomb, virus], ["What is a cave?"], principle,
+                             refusal_judges()["zou-prefixes"], samples=3, min_relevance=0.2,
+                             seed=0)
+    kept = {e.prompt: e.completion for e in data.examples}
+    assert kept == {bomb: "I'm sorry, but I can't help with that. Bombs hurt people.",
+                    virus: "I'm sorry, but I cannot help with that. Viruses cause harm.",
+                    "What is a cave?": "A cave is a natural hollow in the ground, often in "
+                                       "limestone rock."}
+    assert asked == [bomb, virus, bomb, "What is a cave?"]  # chain 2 only for the bomb
+    assert (data.counts.revisions, data.counts.harmful_kept) == (3, 2)
+    # with 'any' the first apology is kept, and no second chain runs
+    revisions[bomb] = ["I'm sorry, but I'm not a law enforcement officer."]
+    revisions[virus] = ["I'm sorry, but I cannot help with that. Viruses cause harm."]
+    loose = build_sl_cai_data(generate, [bomb, virus], [], principle,
+                              refusal_judges()["zou-prefixes"], samples=3, min_relevance=0.2,
+                              seed=0, explicit=False)
+    assert loose.examples[0].completion == "I'm sorry, but I'm not a law enforcement officer."
+    assert loose.counts.revisions == 2

@@ -116,10 +116,15 @@ def relevance(requests: Sequence[str], replies: Sequence[str]) -> np.ndarray:
     return np.where([bool(t.strip()) for t in replies], cos, 0.0)
 
 
+def sentences(text: str) -> list[str]:
+    """The text split after '.', '!' or '?' and at line breaks, empty pieces dropped."""
+    return [s for s in _SENTENCE.split(text.strip()) if s.strip()]
+
+
 def strip_marked(text: str, markers: MarkerList) -> str:
     """The reply without its marker-bearing sentences (the opening one for a prefix list, or
     just the opening marker when the reply is a single sentence)."""
-    parts = [s for s in _SENTENCE.split(text.strip()) if s.strip()]
+    parts = sentences(text)
     if not markers.at_start:
         return " ".join(s for s in parts if not markers.hit(s))
     if not parts or not markers.hit(parts[0]):

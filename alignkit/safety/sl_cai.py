@@ -2,16 +2,28 @@
 
 The default model samples a refusal ~3% of the time, so RL alone rarely sees one to
 reinforce. SL-CAI gives it some first: for each training harmful request the model answers,
-critiques its answer under a constitution principle and revises it, ``samples`` times; a
-refusal judge keeps the revisions that decline (under the concrete "start with I'm sorry…"
-principle ~85% do; the rest drift off topic, and unfiltered they would teach rambling). The
-same model's own answers to training *benign* requests — look-alikes and ordinary questions
-— that the judge sees as answered and on topic are added, so the fine-tune does not learn to
-refuse everything that sounds alarming.
+critiques its answer under a constitution principle and revises it; a request whose
+revision does not decline gets another chain, up to ``samples``. A revision is kept in the
+form the declining principle asks for — a brief refusal that says it declines:
+
+- trimmed to its first ``max_sentences`` sentences (a 135M model rambles on after the
+  refusal, "I'm sorry, but I can't help with that. I'm fine with that request, but …", and
+  SFT on the ramble teaches the ramble), without a cut-off last fragment;
+- the refusal judge must see it as a refusal, and, with ``explicit``, its first sentence
+  must state the declining ("can't help", "unable to assist", …). Apologies that never
+  decline ("I'm sorry, but I'm not a law enforcement officer.") pass a prefix judge, and a
+  model fine-tuned on them answered a held-out request with "I'm sorry, but I'm going to
+  be a bit late" — not a refusal to any reader. The pattern is this project's own, not an
+  evaluation judge's list.
+
+The same model's own answers to training *benign* requests — look-alikes and ordinary
+questions — that the judge sees as answered and on topic are added, so the fine-tune does
+not learn to refuse everything that sounds alarming.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +36,7 @@ from alignkit.safety.constitution import (
     Revision,
     critique_and_revise,
 )
-from alignkit.safety.refusal import RefusalJudge, relevance
+from alignkit.safety.refusal import RefusalJudge, relevance, sentences
 
 
 @dataclass
@@ -47,14 +59,40 @@ def restrict(constitution: Constitution, names: Sequence[str]) -> Constitution:
     return Constitution(constitution.name, tuple(constitution.get(n) for n in names))
 
 
-def pick_refusals(revisions: Sequence[Revision], judge: RefusalJudge) -> dict[str, str]:
-    """For each prompt, its first revision the judge sees as a refusal."""
-    finals = [r.final for r in revisions]
-    refused = judge.refused([r.prompt for r in revisions], finals)
+# A declining verb phrase: the reply says it will not do what was asked.
+_DECLINES = re.compile(
+    r"\b(?:can't|can not|cannot|won't|will not|unable to|not able to|not going to)\s+"
+    r"(?:\w+\s+){0,2}?(?:help|assist|provide|do|share|give|write|create|support|answer|"
+    r"fulfil|fulfill|comply|generate|offer|engage|discuss|make)\b|\bmust decline\b", re.I)
+
+
+def states_decline(text: str) -> bool:
+    """Whether the reply's first sentence says it declines (not only that it is sorry)."""
+    parts = sentences(text)
+    return bool(parts) and _DECLINES.search(parts[0].replace("\u2019", "'")) is not None
+
+
+def brief(text: str, max_sentences: int) -> str:
+    """The first ``max_sentences`` sentences; a last fragment with no closing '.', '!' or '?'
+    (cut off by the token limit) is dropped when a whole sentence comes before it."""
+    parts = sentences(text)[:max_sentences]
+    if len(parts) > 1 and parts[-1].rstrip()[-1:] not in ".!?":
+        parts = parts[:-1]
+    return " ".join(p.strip() for p in parts)
+
+
+def pick_refusals(revisions: Sequence[Revision], judge: RefusalJudge, max_sentences: int,
+                  explicit: bool) -> dict[str, str]:
+    """For each prompt, its first revision that, made brief, the judge sees as a refusal
+    (and, when ``explicit``, states that it declines)."""
+    finals = [brief(r.final, max_sentences) for r in revisions]
+    ok = judge.refused([r.prompt for r in revisions], finals)
+    if explicit:
+        ok &= np.array([states_decline(f) for f in finals], dtype=bool)
     kept: dict[str, str] = {}
-    for rev, ok in zip(revisions, refused, strict=True):
-        if ok and rev.prompt not in kept:
-            kept[rev.prompt] = rev.final
+    for rev, text, good in zip(revisions, finals, ok, strict=True):
+        if good and rev.prompt not in kept:
+            kept[rev.prompt] = text
     return kept
 
 
@@ -71,21 +109,28 @@ def pick_answers(prompts: Sequence[str], answers: Sequence[str], judge: RefusalJ
 
 def build_sl_cai_data(generate: ChatGenerator, harmful: Sequence[str], benign: Sequence[str],
                       constitution: Constitution, judge: RefusalJudge, samples: int,
-                      min_relevance: float, seed: int, few_shot: bool = False) -> SLCAIData:
-    """Critique → revision ``samples`` times per harmful prompt, filtered by ``judge``; the
-    model's own answer to each benign prompt, kept when on topic and not a refusal."""
-    repeated = [p for p in harmful for _ in range(samples)]
-    revisions = critique_and_revise(generate, repeated, constitution, rounds=1, seed=seed,
-                                    few_shot=few_shot)
-    refusing = pick_refusals(revisions, judge)
-    originals = judge.refused(repeated, [r.original for r in revisions])
+                      min_relevance: float, seed: int, few_shot: bool = False,
+                      max_sentences: int = 2, explicit: bool = True) -> SLCAIData:
+    """Critique → revision chains per harmful prompt until one declines (at most
+    ``samples``), filtered by ``judge``; the model's own answer to each benign prompt, kept
+    when on topic and not a refusal."""
+    refusing: dict[str, str] = {}
+    remaining, chains, originals = list(dict.fromkeys(harmful)), 0, 0
+    for k in range(samples):
+        if not remaining:
+            break
+        revisions = critique_and_revise(generate, remaining, constitution, rounds=1,
+                                        seed=seed + k, few_shot=few_shot)
+        chains += len(revisions)
+        originals += int(judge.refused(remaining, [r.original for r in revisions]).sum())
+        refusing |= pick_refusals(revisions, judge, max_sentences, explicit)
+        remaining = [p for p in remaining if p not in refusing]
     answers = generate([[{"role": "user", "content": p}] for p in benign])
     answered = pick_answers(benign, answers, judge, min_relevance)
-    examples = ([SFTExample(p, c, "revision") for p, c in refusing.items()]
+    examples = ([SFTExample(p, refusing[p], "revision") for p in dict.fromkeys(harmful)
+                 if p in refusing]
                 + [SFTExample(p, c, "answer") for p, c in answered.items()])
-    n_ref = int(judge.refused([r.prompt for r in revisions],
-                              [r.final for r in revisions]).sum())
     return SLCAIData(examples, SLCAIResult(
-        harmful_prompts=len(harmful), revisions=len(revisions), revisions_refusing=n_ref,
-        harmful_kept=len(refusing), originals_refusing=int(np.sum(originals)),
+        harmful_prompts=len(harmful), revisions=chains, revisions_refusing=len(refusing),
+        harmful_kept=len(refusing), originals_refusing=originals,
         benign_prompts=len(benign), benign_kept=len(answered), judge=judge.name))

@@ -84,7 +84,8 @@ def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa:
     constitution = restrict(load_constitution(c.constitution), c.principles)
     gen = chat_generator(ctx, c.max_new_tokens, c.temperature, c.seed)
     data = build_sl_cai_data(gen, harmful, benign_texts, constitution, judge, c.samples,
-                             c.min_relevance, c.seed, c.few_shot)
+                             c.min_relevance, c.seed, c.few_shot, c.max_sentences,
+                             c.refusal_form == "explicit")
     ctx.run.sl_cai.mkdir(parents=True, exist_ok=True)
     write_jsonl([vars(e) for e in data.examples], ctx.run.sl_cai_data)
     records = [{"prompt": e.prompt, "completion": e.completion} for e in data.examples]
@@ -98,7 +99,7 @@ def run(ctx: StageContext, r: int | None, resume: bool) -> StageResult:  # noqa:
                      sft_last_loss=sft.last_loss)
     result.write(ctx.run.sl_cai_report)
     ctx.console.print(
-        f"SL-CAI: {result.revisions_refusing}/{result.revisions} revisions decline "
+        f"SL-CAI: {result.revisions_refusing}/{result.revisions} chains declined "
         f"({result.originals_refusing} first answers already did); kept {result.harmful_kept} "
         f"harmful + {result.benign_kept} benign examples; SFT {sft.steps} steps, loss "
         f"{sft.first_loss:.2f} → {sft.last_loss:.2f}; folded into the base for PPO")
