@@ -57,6 +57,14 @@ class ModelConfig(Section):
         "fp32, so its first ratio is still 1): 2–3× faster decoding on CPUs with AVX512-BF16 "
         "or AMX. 'auto' = bfloat16 on such a CPU, float32 elsewhere; 'float32' = exact.",
     )
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Precision of the policy's trunk in the PPO update, the "
+        "reference pass and the old log-probs: 'bfloat16' = bf16 autocast (weights, adapters, "
+        "LM and value heads, log-probs, losses and optimizer stay fp32; old log-probs come from "
+        "the update's own pass, so the first ratio is still 1), ~2× faster updates on CPUs "
+        "with AVX512-BF16 or AMX. 'auto' = bf16 on such a CPU or a GPU that supports it, "
+        "float32 elsewhere; 'float32' = exact.",
+    )
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="'auto' = the first CUDA GPU when torch sees one (bf16 autocast where "

@@ -150,7 +150,7 @@ class _Decoder:
     def __init__(self, policy: Policy, reference: bool, query_mask: Tensor,
                  max_new_tokens: int, static_cache: bool) -> None:
         self.trunk, self.head, self.approximate = policy.sampler_modules(reference)
-        self.dev = policy.device
+        self.dev, self.dtype = policy.device, policy.compute_dtype
         B, P = query_mask.shape
         self.cache = _static_cache(self.trunk, P + max_new_tokens) if static_cache else None
         self.full_mask = torch.cat([query_mask, query_mask.new_ones(B, max_new_tokens)], dim=1)
@@ -158,7 +158,7 @@ class _Decoder:
     def __call__(self, input_ids: Tensor, position_ids: Tensor, width: int) -> Tensor:
         """Feed ``input_ids`` at ``position_ids`` (attending to the first ``width``
         positions); the last position's hidden state, in the head's dtype."""
-        with precision(self.dev):
+        with precision(self.dev, self.dtype):
             out = self.trunk(attention_mask=self.full_mask[:, :width], use_cache=True,
                              past_key_values=self.cache, input_ids=input_ids,
                              position_ids=position_ids)

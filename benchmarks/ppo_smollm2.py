@@ -2,9 +2,10 @@
 against the limits of the machine it runs on.
 
 Batch 16, 32 new tokens, 4 PPO epochs, the synthetic token-share reward of ``ppo_vs_trl``
-(fp32 unless ``--dtype bfloat16``). Prints seconds per iteration (median after a warm-up),
-split into generation / reference / update, and measures in the same process, with the same
-threads, the two limits the work is bound by:
+(the update's trunk under bf16 autocast where the CPU has bf16 instructions, ``--compute
+auto``, as ``model.compute_dtype``; ``--compute float32`` for the exact one). Prints seconds
+per iteration (median after a warm-up), split into generation / reference / update, and
+measures in the same process, with the same threads, the two limits the work is bound by:
 
 - copy bandwidth (a 256 MB ``copy_``, bytes read + written per second) → the time to read
   the weights once, the floor of a decoding step that is memory-bound;
@@ -12,10 +13,11 @@ threads, the two limits the work is bound by:
   the floor of a step's FLOPs.
 
 The decoding step is compared with max(weight bytes / bandwidth, step FLOPs / matmul rate)
-and the update with the matmul rate (its FLOPs counted by ``torch.utils.flop_counter`` on
-the warm-up iteration). The last two lines are ``decode/bound ratio: R`` and
-``ppo/matmul share: S``. The measuring code touches alignkit only through ``PPOTrainer``,
-so the same script times an older checkout (``PYTHONPATH=<old checkout>``).
+and the update with the matmul rate of its precision (its FLOPs counted by
+``torch.utils.flop_counter`` on the warm-up iteration). The last two lines are
+``decode/bound ratio: R`` and ``ppo/matmul share: S``. The measuring code touches alignkit
+only through ``PPOTrainer``, so the same script times an older checkout
+(``PYTHONPATH=<old checkout>``).
 
     .venv/bin/python benchmarks/ppo_smollm2.py --iters 3 --threads 2   # a few minutes
 """
@@ -101,7 +103,7 @@ def decode_weights(lm: torch.nn.Module) -> tuple[int, int]:
 
 
 def build_trainer(out_dir: Path, lr: float = 3e-4, dtype: str = "float32",
-                  sampling: str = "auto"):
+                  sampling: str = "auto", compute: str = "auto"):
     from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
     from alignkit.models.loading import SMOLLM2, load_causal_lm, stop_token_ids
     from alignkit.models.policy import Policy
@@ -113,6 +115,8 @@ def build_trainer(out_dir: Path, lr: float = 3e-4, dtype: str = "float32",
     model_cfg = dict(name=SMOLLM2, use_lora=True, lora_r=16, lora_alpha=32)
     if "sampling_dtype" in ModelConfig.model_fields:  # an older checkout has no twin
         model_cfg["sampling_dtype"] = sampling
+    if "compute_dtype" in ModelConfig.model_fields:  # nor autocast on a CPU
+        model_cfg["compute_dtype"] = compute
     if dtype != "float32":
         model_cfg["dtype"] = dtype
     policy = Policy(lm, ModelConfig(**model_cfg))
@@ -160,13 +164,18 @@ def main() -> None:
                     help="model.dtype: bfloat16 = frozen base weights in bf16")
     ap.add_argument("--sampling", choices=["auto", "float32", "bfloat16"], default="auto",
                     help="model.sampling_dtype: the weights the sampler reads")
+    ap.add_argument("--compute", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="model.compute_dtype: bf16 autocast of the update's trunk")
     a = ap.parse_args()
     if a.iters < 2:
         ap.error("--iters must be >= 2 (one warm-up + at least one timed)")
     C.set_threads(a.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(Path(tmp), dtype=a.dtype, sampling=a.sampling)
+        trainer = build_trainer(Path(tmp), dtype=a.dtype, sampling=a.sampling,
+                                compute=a.compute)
+        bf16_update = a.dtype == "bfloat16" or (
+            getattr(trainer.policy, "compute_dtype", None) == torch.bfloat16)
         twin = (getattr(trainer.policy, "sampling_dtype", None) == torch.bfloat16
                 and not trainer.policy.low_precision_base)
         lm = trainer.policy.causal
@@ -193,7 +202,7 @@ def main() -> None:
     steps = C.median([r["steps"] for r in runs])
     decode_step = med["t_gen"] / steps
     step_flops = 2 * C.BATCH * w_params  # one multiply-add per weight per sequence
-    mm = mm16 if a.dtype == "bfloat16" else mm32  # the rate of the update's kernels
+    mm = mm16 if bf16_update else mm32  # the rate of the update's kernels
     t_read, t_flop = w_bytes / bandwidth, step_flops / (mm16 if twin else mm)
     bound = max(t_read, t_flop)
     update_rate = first["update_flops"] / med["t_update"]
@@ -201,7 +210,8 @@ def main() -> None:
     cpu, isa = cpu_description()
 
     print(f"\nSmolLM2-135M-Instruct + LoRA r16, batch {C.BATCH}, {C.NEW_TOKENS} new tokens, "
-          f"{C.PPO_EPOCHS} epochs, {a.dtype} base weights, sampling from "
+          f"{C.PPO_EPOCHS} epochs, {a.dtype} base weights, update "
+          f"{'in bf16' if bf16_update else 'in fp32'}, sampling from "
           f"{'a bf16 twin' if twin else 'the base weights'}, {a.threads} thread(s), median of "
           f"{len(runs)} after 1 warm-up")
     print(f"CPU: {cpu}; ISA: {' '.join(isa) or 'none of ' + ', '.join(ISA_FLAGS)}; torch "

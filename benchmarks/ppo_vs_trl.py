@@ -42,8 +42,10 @@ def alignkit_trainer(use_lora: bool, lr: float, out_dir: Path, n_prompts: int = 
 
     tok = C.bench_tokenizer()
     lm = C.tiny_gpt2(tok, **(model_sizes or {}))
+    precision = ({"compute_dtype": "float32"}  # TRL's side trains in fp32: so does this one
+                 if "compute_dtype" in ModelConfig.model_fields else {})
     policy = Policy(lm, ModelConfig(name="bench-gpt2", use_lora=use_lora, lora_r=16,
-                                    lora_alpha=32, lora_targets="all-linear"))
+                                    lora_alpha=32, lora_targets="all-linear", **precision))
     cfg = PPOConfig(steps=10**6, prompts_per_step=batch, samples_per_prompt=1, epochs=epochs,
                     minibatches=1, lr=lr, kl_coef=KL_COEF, kl_estimator="k1",
                     checkpoint_every=10**6, seed=0)

@@ -49,7 +49,7 @@ def one_update(out: str, data_parallel=None) -> tuple[dict, dict]:
     # fp32 on the CPU even where a GPU is: the known answer holds to float rounding, and
     # bf16 autocast would blur it (on a GPU the two ranks still agree bit for bit)
     spec = WorkerSpec(model=ModelConfig(name="tiny-llama", lora_r=8, lora_alpha=16,
-                                        device="cpu"),
+                                        device="cpu", compute_dtype="float32"),
                       ppo=PPOConfig(prompts_per_step=7, samples_per_prompt=2, lr=2e-3,
                                     kl_coef=0.05, epochs=2, minibatches=2),
                       generate=GenerateConfig(max_new_tokens=8))

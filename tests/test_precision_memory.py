@@ -106,7 +106,8 @@ def test_fused_lora_layer_matches_peft_forward_and_gradients(tiny_tokenizer):
 
     torch.manual_seed(0)
     policy = Policy(load_causal_lm(TINY, tiny_tokenizer),
-                    ModelConfig(name=TINY, lora_r=4, lora_alpha=8, device="cpu"))
+                    ModelConfig(name=TINY, lora_r=4, lora_alpha=8, device="cpu",
+                                compute_dtype="float32"))
     layers = [m for m in policy.modules() if isinstance(m, LoraLinear)]
     assert layers and all(type(m) is FusedLoraLinear for m in layers)
     for m in layers:  # B starts at 0: give it a value so the adapter term is really there

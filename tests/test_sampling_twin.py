@@ -23,7 +23,7 @@ def _policy(tok, sampling: str = "bfloat16") -> Policy:
     torch.manual_seed(0)
     lm = load_causal_lm(TINY, tok, "float32")
     policy = Policy(lm, ModelConfig(name=TINY, lora_r=4, lora_alpha=8, device="cpu",
-                                    sampling_dtype=sampling))
+                                    sampling_dtype=sampling, compute_dtype="float32"))
     for name, p in policy.named_parameters():  # adapters that really change the output
         if "lora_B" in name:
             p.data.normal_(0, 0.5)

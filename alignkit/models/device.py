@@ -1,5 +1,6 @@
-"""Pick the device and precision a model runs at: CUDA with bf16 autocast when available,
-plain fp32 on CPU (bf16 matmuls are slower than fp32 on most CPUs, see ModelConfig.dtype).
+"""Pick the device and precision a model runs at: CUDA with bf16 autocast when available;
+on a CPU, bf16 autocast for the policy where the CPU has bf16 dot-product instructions
+(``model.compute_dtype``; elsewhere bf16 is emulated and slower than fp32).
 
 Weights stay fp32 everywhere; autocast lowers only the trunk's matmuls. The LM head, the
 value head, log-probs, losses and optimizer state run in fp32 outside autocast: PPO's ratio
@@ -34,10 +35,11 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 
 @contextlib.contextmanager
-def precision(device: torch.device) -> Iterator[None]:
-    """Wrap forward passes: bf16 autocast where supported, nothing (fp32) elsewhere."""
-    dtype = autocast_dtype(device)
-    if dtype is None:
+def precision(device: torch.device, dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Wrap forward passes: autocast to ``dtype`` (default: the device's, bf16 on CUDA GPUs
+    that support it), nothing for fp32."""
+    dtype = autocast_dtype(device) if dtype is None else dtype
+    if dtype in (None, torch.float32):
         yield
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
@@ -52,9 +54,10 @@ def module_device(module: object) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def describe(device: torch.device) -> str:
-    """One line for logs: which device, which precision."""
+def describe(device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """One line for logs: which device, which precision (default: the device's autocast)."""
+    dtype = autocast_dtype(device) if dtype is None else dtype
+    mode = "fp32" if dtype in (None, torch.float32) else f"{dtype} autocast"
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return f"{device} ({name}), {autocast_dtype(device) or 'fp32'} autocast"
-    return "cpu, fp32"
+        return f"{device} ({torch.cuda.get_device_name(device)}), {mode}"
+    return f"cpu, {mode}"

@@ -22,7 +22,11 @@ from transformers import PreTrainedModel
 
 from alignkit.config import ModelConfig
 from alignkit.models.device import module_device, pick_device, precision
-from alignkit.models.sampling_twin import SamplingTwin, resolve_bf16_choice
+from alignkit.models.sampling_twin import (
+    SamplingTwin,
+    resolve_bf16_choice,
+    resolve_compute_dtype,
+)
 
 
 class Policy(nn.Module):
@@ -56,6 +60,7 @@ class Policy(nn.Module):
         self._merged = False
         self.to(pick_device(cfg.device))
         self.sampling_dtype = resolve_bf16_choice(cfg.sampling_dtype, self.device)
+        self.compute_dtype = resolve_compute_dtype(cfg.compute_dtype, self.device)
         self._twins: dict[int, SamplingTwin] = {}  # by id of the model they copy
 
     @property
@@ -86,11 +91,13 @@ class Policy(nn.Module):
     def sampler_modules(self, reference: bool = False) -> tuple[nn.Module, nn.Module, bool]:
         """(trunk, head, approximate) for the sampler: the policy's own, or the bf16 twin
         with the current weights copied in (``model.sampling_dtype``); ``approximate`` says
-        the sampler's log-probs and values round unlike the update's pass."""
+        the sampler's log-probs and values round unlike the update's pass (a bf16 twin or
+        trunk, or incremental decoding under autocast)."""
         unfolded = isinstance(self.lm, PeftModel) and not (reference or self._merged)
         if self.sampling_dtype == torch.float32 or self.low_precision_base or unfolded:
             # (unmerged adapters are not in the weights the twin copies: the exact path)
-            return self.trunk(reference), self.head(reference), self.low_precision_base
+            inexact = self.low_precision_base or self.compute_dtype != torch.float32
+            return self.trunk(reference), self.head(reference), inexact
         if reference and self._merged:
             raise RuntimeError("sampling the reference inside merged() would read the policy")
         model = self._ref if (reference and self._ref is not None) else self.causal
@@ -149,12 +156,13 @@ class Policy(nn.Module):
     # --- forward ------------------------------------------------------------------------
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
                       reference: bool = False) -> Tensor:
-        """Last-layer hidden states of a left-padded batch (positions from the mask), in
-        the LM head's dtype whatever autocast did in the trunk: the heads read them at the
-        weights' precision (fp32 unless model.dtype says otherwise)."""
+        """Last-layer hidden states of a left-padded batch (positions from the mask), the
+        trunk under ``model.compute_dtype`` autocast, returned in the LM head's dtype: the
+        heads read them at the weights' precision (fp32 unless model.dtype says otherwise)."""
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and not reference
-        with precision(input_ids.device), layer_checkpointing(self.causal, checkpointed):
+        with precision(input_ids.device, self.compute_dtype), \
+                layer_checkpointing(self.causal, checkpointed):
             out = self.trunk(reference)(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 use_cache=False,
@@ -192,7 +200,8 @@ class FusedLoraLinear(LoraLinear):
             return super().forward(x, *args, **kwargs)
         a, b = self.lora_A[names[0]].weight, self.lora_B[names[0]].weight
         base = self.base_layer(x)
-        if not (base.dtype == x.dtype == a.dtype == b.dtype):
+        if not (base.dtype == x.dtype == a.dtype == b.dtype
+                or torch.is_autocast_enabled(x.device.type)):  # autocast: all in its dtype
             return super().forward(x, *args, **kwargs)
         xa = torch.nn.functional.linear(x, a).reshape(-1, a.size(0))
         out = torch.addmm(base.reshape(-1, base.size(-1)), xa, b.t(),

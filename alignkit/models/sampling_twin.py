@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from alignkit.models.device import module_device
+from alignkit.models.device import autocast_dtype, module_device
 
 CPU_FLAGS = Path("/proc/cpuinfo")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -48,6 +48,14 @@ def resolve_bf16_choice(choice: str, device: torch.device) -> torch.dtype:
     if choice == "auto" and device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def resolve_compute_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """``model.compute_dtype`` as the dtype the policy's trunk autocasts to: 'auto' = bf16
+    on a GPU that supports it and on a CPU with bf16 instructions, fp32 elsewhere."""
+    if choice == "auto" and device.type == "cuda":
+        return autocast_dtype(device) or torch.float32
+    return resolve_bf16_choice(choice, device)
 
 
 def plain_state(source: nn.Module) -> dict[str, torch.Tensor]:

@@ -155,7 +155,8 @@ class StageContext:
                     apply_warm_start(built.policy, self.run.sl_cai_adapter)
             sampler = ("; samples from a bf16 twin" if built.policy.sampling_dtype
                        == torch.bfloat16 and not built.policy.low_precision_base else "")
-            self.console.print(f"policy {m.name} on {describe(built.policy.device)}{sampler}")
+            where = describe(built.policy.device, built.policy.compute_dtype)
+            self.console.print(f"policy {m.name} on {where}{sampler}")
             return built
 
         return self.model("policy", load)
