@@ -42,8 +42,10 @@ def alignkit_trainer(use_lora: bool, lr: float, out_dir: Path, n_prompts: int = 
 
     tok = C.bench_tokenizer()
     lm = C.tiny_gpt2(tok, **(model_sizes or {}))
-    precision = ({"compute_dtype": "float32"}  # TRL's side trains in fp32: so does this one
-                 if "compute_dtype" in ModelConfig.model_fields else {})
+    # TRL's side samples and trains in fp32: so does this one (an older checkout may lack
+    # the fields; its defaults were fp32 then, apart from the sampling twin)
+    precision = {k: "float32" for k in ("compute_dtype", "sampling_dtype")
+                 if k in ModelConfig.model_fields}
     policy = Policy(lm, ModelConfig(name="bench-gpt2", use_lora=use_lora, lora_r=16,
                                     lora_alpha=32, lora_targets="all-linear", **precision))
     cfg = PPOConfig(steps=10**6, prompts_per_step=batch, samples_per_prompt=1, epochs=epochs,
