@@ -358,8 +358,8 @@ class SLCAIConfig(Section):
     benign_prompts: int = Field(128, ge=0, description="Training benign requests (look-alikes "
                                 "and ordinary ones in turn) answered by the model itself, so "
                                 "SFT keeps answering both.")
-    samples: int = Field(1, ge=1, le=16, description="Most critique → revision chains per "
-                         "harmful prompt: another chain runs only for requests whose earlier "
+    samples: int = Field(1, ge=1, le=16, description="At most this many critique → revision "
+                         "chains per harmful prompt: another runs only for requests whose earlier "
                          "ones did not decline (benign requests are answered once).")
     max_sentences: int = Field(2, ge=1, le=20, description="Sentences of a revision kept for "
                                "SFT: the principle asks for a refusal and a one-sentence "
