@@ -92,8 +92,9 @@ def test_sampler_marks_autocast_generations_approximate(tiny_tokenizer):
         gen = sample(policy, q, m, 6, stop_token_ids(tok, policy.causal), tok.pad_token_id,
                      1.0, 1.0, torch.Generator().manual_seed(0))
     assert gen.approximate  # incremental decoding under autocast rounds unlike the update
-    with _policy(tok, "float32").merged():
-        assert not _policy(tok, "float32").sampler_modules()[2]
+    exact = _policy(tok, "float32")
+    with exact.merged():
+        assert not exact.sampler_modules()[2]  # fp32 sampling, fp32 update: exact
 
 
 @pytest.mark.parametrize("sampling", ["float32", "bfloat16"])

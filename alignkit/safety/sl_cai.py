@@ -114,8 +114,9 @@ def build_sl_cai_data(generate: ChatGenerator, harmful: Sequence[str], benign: S
     """Critique → revision chains per harmful prompt until one declines (at most
     ``samples``), filtered by ``judge``; the model's own answer to each benign prompt, kept
     when on topic and not a refusal."""
+    unique = list(dict.fromkeys(harmful))  # in order, each request once
     refusing: dict[str, str] = {}
-    remaining, chains, originals = list(dict.fromkeys(harmful)), 0, 0
+    remaining, chains, originals = unique, 0, 0
     for k in range(samples):
         if not remaining:
             break
@@ -127,8 +128,7 @@ def build_sl_cai_data(generate: ChatGenerator, harmful: Sequence[str], benign: S
         remaining = [p for p in remaining if p not in refusing]
     answers = generate([[{"role": "user", "content": p}] for p in benign])
     answered = pick_answers(benign, answers, judge, min_relevance)
-    examples = ([SFTExample(p, refusing[p], "revision") for p in dict.fromkeys(harmful)
-                 if p in refusing]
+    examples = ([SFTExample(p, refusing[p], "revision") for p in unique if p in refusing]
                 + [SFTExample(p, c, "answer") for p, c in answered.items()])
     return SLCAIData(examples, SLCAIResult(
         harmful_prompts=len(harmful), revisions=chains, revisions_refusing=len(refusing),
