@@ -7,6 +7,7 @@ sampling log-probs at temperature τ are the "old" log-probs of PPO.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,7 @@ from torch import Tensor
 from transformers import Cache, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
+from alignkit.models import llama_decode
 from alignkit.models.device import precision
 from alignkit.models.policy import Policy, log_prob_from_softmax
 
@@ -138,6 +140,27 @@ def _static_cache(trunk: torch.nn.Module, max_len: int) -> Cache | None:
     return Cache(layers=[_PreallocatedLayer(max_len) for _ in range(n)])
 
 
+# alignkit's own decoder of each trunk it has sampled (fused weights, refreshed per batch)
+_OWN_DECODERS: weakref.WeakKeyDictionary[torch.nn.Module, llama_decode.LlamaDecoder] = (
+    weakref.WeakKeyDictionary())
+
+
+def _own_decoder(policy: Policy, trunk: torch.nn.Module) -> llama_decode.LlamaDecoder | None:
+    """alignkit's decoder for ``trunk`` when ``model.decode_kernel`` allows it and it covers the
+    trunk as it is now, in the precision the trunk runs in (fp32 weights with fp32 compute,
+    or the bf16 twin); None = transformers' forward."""
+    if policy.decode_kernel != "auto" or not llama_decode.supports(trunk):
+        return None
+    weights = trunk.get_input_embeddings().weight.dtype
+    if weights == torch.float32 and policy.compute_dtype != torch.float32:
+        return None  # fp32 weights under bf16 autocast: transformers' autocast path
+    decoder = _OWN_DECODERS.get(trunk)
+    if decoder is None:
+        decoder = _OWN_DECODERS[trunk] = llama_decode.LlamaDecoder(trunk)
+    decoder.refresh()
+    return decoder
+
+
 class _Decoder:
     """The trunk's incremental forward over one batch: the KV cache and the attention mask
     live here, so each sampling step is one call with the new tokens.
@@ -152,12 +175,28 @@ class _Decoder:
         self.trunk, self.head, self.approximate = policy.sampler_modules(reference)
         self.dev, self.dtype = policy.device, policy.compute_dtype
         B, P = query_mask.shape
-        self.cache = _static_cache(self.trunk, P + max_new_tokens) if static_cache else None
+        self.own = _own_decoder(policy, self.trunk)
+        self.max_len = P + max_new_tokens
+        self.cache = (_static_cache(self.trunk, self.max_len)
+                      if static_cache and self.own is None else None)
         self.full_mask = torch.cat([query_mask, query_mask.new_ones(B, max_new_tokens)], dim=1)
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Next-token logits in fp32 of hidden states ``h`` [B, D]."""
+        weight = getattr(self.head, "weight", None)
+        if self.own is not None and type(self.head) is torch.nn.Linear \
+                and self.head.bias is None and weight is not None:
+            return llama_decode.few_rows_head(h, weight).float()
+        return self.head(h).float()
 
     def __call__(self, input_ids: Tensor, position_ids: Tensor, width: int) -> Tensor:
         """Feed ``input_ids`` at ``position_ids`` (attending to the first ``width``
         positions); the last position's hidden state, in the head's dtype."""
+        if self.own is not None:
+            first = input_ids.size(1) == width  # the prompt: a new batch in the cache
+            h = self.own.forward(input_ids, position_ids, self.full_mask[:, :width],
+                                 max_len=self.max_len if first else None)
+            return h.to(getattr(self.head, "weight", h).dtype)
         with precision(self.dev, self.dtype):
             out = self.trunk(attention_mask=self.full_mask[:, :width], use_cache=True,
                              past_key_values=self.cache, input_ids=input_ids,
@@ -229,7 +268,7 @@ def sample(policy: Policy, query_ids: Tensor, query_mask: Tensor, max_new_tokens
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     n = 0
     for t in range(max_new_tokens):
-        logits = decode.head(h).float()
+        logits = decode.logits(h)
         out.values[:, t] = policy.values(h)
         tok, logp = _draw(logits, temperature, top_p, generator, done, pad_id)
         out.tokens[:, t], out.logps[:, t] = tok, logp

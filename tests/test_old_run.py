@@ -41,6 +41,11 @@ def _numbers(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith(TIMES) and k != "lr"}
 
 
+# the entropy sums 49k terms per token, whose rounding follows the CPU's kernels: 2.9e-5
+# apart between the AMD EPYC that recorded the fixture and a Sapphire Rapids Xeon
+RELATIVE = {"policy/entropy_avg": 1e-4}
+
+
 def test_old_run_resumes_at_its_checkpoint_and_reports(tmp_path, monkeypatch):
     # The fixture was recorded on a CPU without bf16 instructions: 'auto' sampled in fp32.
     # Here 'auto' must mean the same, or the bf16 twin's tokens (not its PPO math) differ.
@@ -59,7 +64,7 @@ def test_old_run_resumes_at_its_checkpoint_and_reports(tmp_path, monkeypatch):
         a, b = _numbers(new_row), _numbers(old_row)
         assert set(b) <= set(a)
         for k in b:
-            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
+            assert a[k] == pytest.approx(b[k], rel=RELATIVE.get(k, 1e-5), abs=1e-6), k
     ev = json.loads((run / "evaluation.json").read_text())
     old_ev = json.loads((FINISHED / "evaluation.json").read_text())
     for side in ("before", "after"):

@@ -37,6 +37,7 @@ class Policy(nn.Module):
     def __init__(self, lm: PreTrainedModel, cfg: ModelConfig) -> None:
         super().__init__()
         self.use_lora = cfg.use_lora
+        self.decode_kernel = cfg.decode_kernel
         if cfg.dtype == "bfloat16":
             if not cfg.use_lora:
                 raise ValueError("model.dtype 'bfloat16' keeps a frozen base in bf16 and needs "
