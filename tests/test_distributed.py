@@ -19,7 +19,7 @@ from alignkit.distributed.workers import (
     merge_rollouts,
     merge_stats,
 )
-from alignkit.models.loading import TINY
+from alignkit.models.loading import TINY, set_threads
 from alignkit.rl.ppo import PPOTrainer
 from alignkit.rl.rollout import Rollout
 
@@ -81,6 +81,7 @@ def test_merge_stats_weights_means_by_shard_size():
 def test_worker_and_learner_reproduce_the_local_trainer(tiny_tokenizer, tmp_path):
     """One shard, lag 0: the split path must give the local trainer's metrics."""
     spec = tiny_spec(steps=2)
+    set_threads(spec.threads)  # the workers pin theirs; sums round by thread count
     tok, policy, stop = build_policy(spec)
     local = PPOTrainer(policy, tok, PROMPTS, spec.scorer(tok), spec.ppo, spec.generate,
                        tmp_path / "local", stop)
