@@ -145,7 +145,8 @@ _OWN_DECODERS: weakref.WeakKeyDictionary[torch.nn.Module, llama_decode.LlamaDeco
     weakref.WeakKeyDictionary())
 
 
-def _own_decoder(policy: Policy, trunk: torch.nn.Module) -> llama_decode.LlamaDecoder | None:
+def _own_decoder(policy: Policy, trunk: torch.nn.Module, head: torch.nn.Module
+                 ) -> llama_decode.LlamaDecoder | None:
     """alignkit's decoder for ``trunk`` when ``model.decode_kernel`` allows it and it covers the
     trunk as it is now, in the precision the trunk runs in (fp32 weights with fp32 compute,
     or the bf16 twin); None = transformers' forward."""
@@ -157,7 +158,8 @@ def _own_decoder(policy: Policy, trunk: torch.nn.Module) -> llama_decode.LlamaDe
     decoder = _OWN_DECODERS.get(trunk)
     if decoder is None:
         decoder = _OWN_DECODERS[trunk] = llama_decode.LlamaDecoder(trunk)
-    decoder.refresh()
+    plain_head = type(head) is torch.nn.Linear and head.bias is None
+    decoder.refresh(head.weight if plain_head else None)
     return decoder
 
 
@@ -175,7 +177,7 @@ class _Decoder:
         self.trunk, self.head, self.approximate = policy.sampler_modules(reference)
         self.dev, self.dtype = policy.device, policy.compute_dtype
         B, P = query_mask.shape
-        self.own = _own_decoder(policy, self.trunk)
+        self.own = _own_decoder(policy, self.trunk, self.head)
         self.max_len = P + max_new_tokens
         self.cache = (_static_cache(self.trunk, self.max_len)
                       if static_cache and self.own is None else None)
@@ -183,10 +185,8 @@ class _Decoder:
 
     def logits(self, h: Tensor) -> Tensor:
         """Next-token logits in fp32 of hidden states ``h`` [B, D]."""
-        weight = getattr(self.head, "weight", None)
-        if self.own is not None and type(self.head) is torch.nn.Linear \
-                and self.head.bias is None and weight is not None:
-            return llama_decode.few_rows_head(h, weight).float()
+        if self.own is not None and self.own.head is not None:
+            return self.own.logits(h).float()
         return self.head(h).float()
 
     def __call__(self, input_ids: Tensor, position_ids: Tensor, width: int) -> Tensor:

@@ -11,6 +11,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
 from alignkit.generation import encode_prompts, sample
 from alignkit.models import sampling_twin
+from alignkit.models.attention import FP32_SDPA, use_fp32_attention
 from alignkit.models.device import describe, precision
 from alignkit.models.loading import TINY, load_causal_lm, stop_token_ids
 from alignkit.models.policy import Policy
@@ -82,6 +83,24 @@ def test_bf16_trunk_keeps_heads_and_gradients_fp32_and_lora_fused(tiny_tokenizer
     grads = [w.grad for n, w in fast.named_parameters() if "lora_" in n]
     assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
     assert all(w.dtype == torch.float32 for w in fast.trainable_parameters())
+
+
+def test_fp32_attention_under_autocast_masks_padding_like_sdpa(tiny_tokenizer):
+    """The bf16 trunk's attention runs in fp32 through alignkit's registered function; on a
+    left-padded batch in fp32 it must give transformers' SDPA results bit for bit (without
+    its mask builder the padding went unmasked: log-probs 4.6 apart)."""
+    tok = tiny_tokenizer
+    assert _policy(tok, "bfloat16").causal.config._attn_implementation == FP32_SDPA
+    exact = _policy(tok, "float32")
+    assert exact.causal.config._attn_implementation == "sdpa"
+    ids, mask = encode_prompts(tok, ["Story 1: once upon a time", "Story 22: then"])
+    assert not mask.all()  # a padded row
+    resp, rmask = torch.randint(0, len(tok), (2, 5)), torch.ones(2, 5)
+    want = response_forward(exact, ids, mask, resp, rmask, 1.0)[0]
+    assert use_fp32_attention(exact.causal)
+    got = response_forward(exact, ids, mask, resp, rmask, 1.0)[0]
+    assert torch.equal(got, want)
+    assert not use_fp32_attention(exact.causal)  # only SDPA models are switched
 
 
 def test_sampler_marks_autocast_generations_approximate(tiny_tokenizer):

@@ -113,6 +113,19 @@ def test_few_row_products_are_linear(rows):
                                rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("rows", [1, 16, 130])
+def test_packed_bf16_products_are_linear_bit_for_bit(rows):
+    g = torch.Generator().manual_seed(0)
+    x, w = (torch.randn(rows, 40, generator=g).bfloat16(),
+            torch.randn(300, 40, generator=g).bfloat16())
+    packed = LD.pack_bf16(w)
+    if packed is None:
+        pytest.skip("this torch build has no oneDNN bf16 reorder")
+    assert torch.equal(LD.packed_linear(x, packed), F.linear(x, w))
+    assert torch.equal(LD.product(x, w, packed), F.linear(x, w))
+    assert LD.pack_bf16(w.float()) is None  # fp32 weights keep the few-row kernels
+
+
 def test_sampler_draws_the_same_tokens_and_log_probs_with_either_kernel(tiny_tokenizer):
     tok = tiny_tokenizer
     runs = {}

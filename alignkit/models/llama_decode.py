@@ -66,6 +66,37 @@ def few_rows_head(h: Tensor, weight: Tensor) -> Tensor:
     return torch.cat([torch.mm(w, h.t()) for w in weight.split(chunk)]).t()
 
 
+PACK_ROWS = 16  # the row count oneDNN's blocked layout is chosen for (decoding's batch)
+
+
+def pack_bf16(weight: Tensor) -> Tensor | None:
+    """``weight`` [N, K] reordered into oneDNN's blocked layout for ``packed_linear``, or
+    None where that is not to be had (not bf16, not on the CPU, oneDNN missing).
+
+    Why: at decoding's 16 rows the plain bf16 ``x @ Wᵀ`` re-lays the weight out on every
+    call and streams it at ~13 GB/s; the prepacked weight streams at ~22 GB/s (2-core Zen 4,
+    30 layers' products 15.0 → 9.4 ms a step, the 49k-row head 3.1 → 1.9 ms) and gives the
+    same bits as ``F.linear`` at every row count. The reorder costs about one product of
+    each weight per batch."""
+    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" \
+            or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
+    except (RuntimeError, AttributeError):  # a build without the op, a CPU oneDNN refuses
+        return None
+
+
+def packed_linear(x: Tensor, packed: Tensor) -> Tensor:
+    """x Wᵀ for x [M, K] and W packed by ``pack_bf16`` (bf16 in, bf16 out)."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
+def product(x: Tensor, weight: Tensor, packed: Tensor | None) -> Tensor:
+    """x Wᵀ by the fastest kernel this weight has: packed, else ``few_rows_linear``."""
+    return few_rows_linear(x, weight) if packed is None else packed_linear(x, packed)
+
+
 def _effective_weight(module: nn.Module) -> Tensor | None:
     """The weight a projection applies, or None when this decoder cannot read it: a plain
     linear's, or a LoRA layer's base weight when its adapters are merged in or switched off."""
@@ -134,8 +165,10 @@ class LlamaDecoder:
         return trunk
 
     @torch.no_grad()
-    def refresh(self) -> None:
-        """Copy the trunk's current weights into the fused buffers (call before a batch)."""
+    def refresh(self, head: Tensor | None = None) -> None:
+        """Copy the trunk's current weights into the fused buffers, packed for oneDNN where
+        they are bf16 (call before a batch); ``head``, the LM head's weight, is packed too
+        for ``logits``."""
         self.layer_weights: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
         for i, layer in enumerate(self.trunk.layers):
             w = _projections(layer)
@@ -152,6 +185,20 @@ class LlamaDecoder:
                                        layer.post_attention_layernorm.weight.float(), w["o"],
                                        w["down"]))
         self.final_norm = self.trunk.norm.weight.float()
+        # per layer: packed qkv, o, gate_up, down (None each where packing is not had)
+        self.packed = [tuple(pack_bf16(t) for t in (self.qkv[i], o, self.gate_up[i], down))
+                       for i, (_, _, o, down) in enumerate(self.layer_weights)]
+        self.head = head
+        self.packed_head = None if head is None else pack_bf16(head)
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Logits [B, V] in the head's dtype of final hidden states ``h`` [B, D] (in the
+        head's dtype), through the head given to ``refresh``."""
+        if self.head is None:
+            raise RuntimeError("LlamaDecoder.logits: refresh was given no head")
+        if self.packed_head is not None:
+            return packed_linear(h, self.packed_head)
+        return few_rows_head(h, self.head)
 
     @torch.no_grad()
     def forward(self, input_ids: Tensor, position_ids: Tensor, key_mask: Tensor,
@@ -182,9 +229,10 @@ class LlamaDecoder:
         n_q, n_qk = self.heads, self.heads + self.kv_heads
         group = self.heads // self.kv_heads
         for i, (ln1, ln2, w_o, w_down) in enumerate(self.layer_weights):
+            p_qkv, p_o, p_gate_up, p_down = self.packed[i]
             x = F.rms_norm(rows, (rows.size(-1),), ln1, self.eps).to(self.dtype)
-            qkv = few_rows_linear(x, self.qkv[i]).float().reshape(B, S, n_qk + self.kv_heads,
-                                                                  self.head_dim)
+            qkv = product(x, self.qkv[i], p_qkv).float().reshape(B, S, n_qk + self.kv_heads,
+                                                                 self.head_dim)
             qk = torch.addcmul(qkv[:, :, :n_qk] * cos, qkv[:, :, :n_qk].roll(half, -1), sin)
             # heads that share a key/value head sit together: [B, kv_heads, group·S, head_dim]
             q = qk[:, :, :n_q].transpose(1, 2).reshape(B, self.kv_heads, group * S, -1)
@@ -193,11 +241,11 @@ class LlamaDecoder:
             scores = torch.matmul(q, self.k_cache[i, :, :, :end].transpose(-1, -2)).add_(bias)
             att = torch.matmul(torch.softmax(scores, -1), self.v_cache[i, :, :, :end])
             att = att.view(B, self.heads, S, -1).transpose(1, 2).reshape(B * S, -1)
-            rows = rows + few_rows_linear(att.to(self.dtype), w_o)
+            rows = rows + product(att.to(self.dtype), w_o, p_o)
             x = F.rms_norm(rows, (rows.size(-1),), ln2, self.eps).to(self.dtype)
-            gu = few_rows_linear(x, self.gate_up[i])
-            rows = rows + few_rows_linear(F.silu(gu[:, : self.inter]) * gu[:, self.inter :],
-                                          w_down)
+            gu = product(x, self.gate_up[i], p_gate_up)
+            rows = rows + product(F.silu(gu[:, : self.inter]) * gu[:, self.inter :], w_down,
+                                  p_down)
         self.filled = end
         last = rows.reshape(B, S, -1)[:, -1]
         return F.rms_norm(last, (last.size(-1),), self.final_norm, self.eps)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from alignkit.config import ModelConfig
+from alignkit.models.attention import use_fp32_attention
 from alignkit.models.device import module_device, pick_device, precision
 from alignkit.models.sampling_twin import (
     SamplingTwin,
@@ -63,6 +64,10 @@ class Policy(nn.Module):
         self.sampling_dtype = resolve_bf16_choice(cfg.sampling_dtype, self.device)
         self.compute_dtype = resolve_compute_dtype(cfg.compute_dtype, self.device)
         self._twins: dict[int, SamplingTwin] = {}  # by id of the model they copy
+        if self.device.type == "cpu" and self.compute_dtype != torch.float32:
+            for model in (self.causal, self._ref):  # bf16 attention's backward is slow
+                if model is not None:
+                    use_fp32_attention(model)
 
     @property
     def low_precision_base(self) -> bool:
@@ -95,7 +100,7 @@ class Policy(nn.Module):
         the sampler's log-probs and values round unlike the update's pass (a bf16 twin or
         trunk, or incremental decoding under autocast)."""
         unfolded = isinstance(self.lm, PeftModel) and not (reference or self._merged)
-        if self.sampling_dtype == torch.float32 or self.low_precision_base or unfolded:
+        if not self._twin_folds() or unfolded:
             # (unmerged adapters are not in the weights the twin copies: the exact path)
             inexact = self.low_precision_base or self.compute_dtype != torch.float32
             return self.trunk(reference), self.head(reference), inexact
@@ -105,8 +110,13 @@ class Policy(nn.Module):
         twin = self._twins.get(id(model))
         if twin is None:
             twin = self._twins[id(model)] = SamplingTwin(model, self.sampling_dtype)
-        twin.sync(model)
+        twin.sync(model, fold_adapters=not reference)
         return twin.trunk, twin.head, True
+
+    def _twin_folds(self) -> bool:
+        """True when the sampler reads a low-precision twin, which folds the adapters in as
+        it copies the weights (so ``merged`` need not touch the policy's own)."""
+        return self.sampling_dtype != torch.float32 and not self.low_precision_base
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -125,17 +135,21 @@ class Policy(nn.Module):
     def merged(self) -> Iterator[None]:
         """Fold LoRA into the weights for sampling: one matmul per layer instead of three.
 
-        Not on a bf16 base: W + BA − BA rounded to bf16 twice is not W, so every merge
-        would move the frozen weights a little."""
+        With a low-precision sampling twin the twin folds them as it copies the weights,
+        and the policy's own are left alone. Not on a bf16 base: W + BA − BA rounded to
+        bf16 twice is not W, so every merge would move the frozen weights a little."""
         if not isinstance(self.lm, PeftModel) or self._merged or self.low_precision_base:
             yield
             return
-        self.lm.merge_adapter()
+        in_place = not self._twin_folds()
+        if in_place:
+            self.lm.merge_adapter()
         self._merged = True
         try:
             yield
         finally:
-            self.lm.unmerge_adapter()
+            if in_place:
+                self.lm.unmerge_adapter()
             self._merged = False
 
     def absorb_adapters(self) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from peft.tuners.lora import Linear as LoraLinear
+from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -65,6 +67,33 @@ def plain_state(source: nn.Module) -> dict[str, torch.Tensor]:
             if "lora_" not in k}
 
 
+def _lora_layers(source: nn.Module) -> dict[str, LoraLayer]:
+    """``source``'s LoRA layers whose adapters are on and not merged into W, by the plain
+    model's name of their weight."""
+    return {f"{name}.weight": m for name, m in source.named_modules()
+            if isinstance(m, LoraLayer) and not m.merged and not m.disable_adapters
+            and any(a in m.lora_A for a in m.active_adapters)}
+
+
+def fold_lora_into(module: LoraLayer, out: torch.Tensor) -> torch.Tensor:
+    """W + Σ s·BA of ``module``'s active adapters, written into ``out`` (W's shape, fp32).
+
+    One ``addmm`` into a reused buffer for a plain linear adapter: PEFT's
+    ``get_delta_weight`` makes three passes over a fresh tensor per weight, ~0.2 s a batch
+    for SmolLM2's 210 layers on a 2-core EPYC, most of it page faults of the new memory;
+    PEFT's own delta for any other kind of adapter."""
+    weight = module.get_base_layer().weight
+    out.copy_(weight)
+    for adapter in (a for a in module.active_adapters if a in module.lora_A):
+        a, b = module.lora_A[adapter].weight, module.lora_B[adapter].weight
+        if isinstance(module, LoraLinear) and not module.fan_in_fan_out \
+                and adapter not in module.lora_variant and a.dtype == out.dtype:
+            out.addmm_(b, a, alpha=module.scaling[adapter])
+        else:
+            out.add_(module.get_delta_weight(adapter).to(out.dtype))
+    return out
+
+
 class SamplingTwin:
     """A low-precision copy of ``source`` (a transformers causal LM, LoRA layers allowed)."""
 
@@ -76,6 +105,7 @@ class SamplingTwin:
         self.model = model.to(dtype).eval().requires_grad_(False)
         self.model.tie_weights()
         self._params = dict(self.model.state_dict())
+        self._scratch: dict[torch.Size, torch.Tensor] = {}  # fp32 W + BA, one per shape
         missing = set(self._params) - set(plain_state(source))
         if missing:
             raise RuntimeError(f"sampling twin: the source model has no {sorted(missing)[0]!r} "
@@ -86,11 +116,24 @@ class SamplingTwin:
                 buf.data = buffers[name].detach().clone()
 
     @torch.no_grad()
-    def sync(self, source: nn.Module) -> None:
-        """Copy ``source``'s current weights in (cast to the twin's dtype)."""
+    def sync(self, source: nn.Module, fold_adapters: bool = False) -> None:
+        """Copy ``source``'s current weights in (cast to the twin's dtype); with
+        ``fold_adapters``, each active, unmerged LoRA layer's W + s·BA.
+
+        Folding here instead of merging into ``source`` spares the fp32 weights a merge and
+        an unmerge per sampled batch (two read-writes of all of them: ~0.2 s of a 1.8 s
+        rollout of SmolLM2 on a 2-core EPYC) and the last-bit drift of W + BA − BA."""
         state = plain_state(source)
+        lora = _lora_layers(source) if fold_adapters else {}
         for name, t in self._params.items():
-            t.copy_(state[name])
+            layer = lora.get(name)
+            if layer is None:
+                t.copy_(state[name])
+                continue
+            scratch = self._scratch.get(t.shape)
+            if scratch is None:
+                scratch = self._scratch[t.shape] = torch.empty(t.shape, device=t.device)
+            t.copy_(fold_lora_into(layer, scratch))
 
     @property
     def trunk(self) -> nn.Module:
