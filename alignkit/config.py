@@ -316,6 +316,12 @@ class PPOConfig(Section):
         False, description="Penalise only the unsafe part of the cost, max(C, 0), in the score "
         "and the constraint: a Bradley–Terry cost model rates a refusal safest of all replies "
         "to any request, so the raw cost pays the policy for refusing benign requests too.")
+    unsafe_threshold: float = Field(
+        0.0, ge=-10, le=10, description="With cost_unsafe_only, the cost t above which a reply "
+        "is penalised, max(C − t, 0): 0 is the cost model's safe/unsafe line; below 0 also "
+        "prices harmful compliances the classifier rates barely safe; keep it above the costs "
+        "of safe answers (default run: safe answers and refusals near −3.5, missed harmful "
+        "compliances near −1).")
     lambda_init: float = Field(1.0, ge=0, le=100, description="Initial λ (fixed weight for "
                                "'fixed'); 1 weighs harm like helpfulness from the first step.")
     lambda_lr: float = Field(0.1, ge=0, le=10, description="Dual-ascent step on λ per unit of "

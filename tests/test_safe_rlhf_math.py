@@ -70,6 +70,20 @@ def test_only_the_unsafe_part_of_the_cost_is_penalised():
     assert torch.equal(raw.cost(t([-4.0, 1.5])), t([-4.0, 1.5]))
 
 
+def test_a_threshold_below_zero_prices_barely_safe_compliances():
+    # C⁺ = max(C − t, 0) with t = −2: a refusal (−3.6) and a benign answer (−3.1) still cost
+    # nothing; a compliance the classifier rates "safe" (−1.2) costs 0.8, an unsafe one 3.5
+    got = M.unsafe_part(t([-3.6, -3.1, -1.2, 1.5]), -2.0)
+    assert torch.allclose(got, t([0.0, 0.0, 0.8, 3.5]))
+    obj = SafetyObjective("lagrangian", 0.0, lambda_lr=0.5, lam=6.0, unsafe_only=True,
+                          unsafe_threshold=-2.0)
+    cost = obj.cost(t([-3.6, -1.2]))
+    # refusal (R −1.6): −1.6/7 = −0.2286; compliance (R 0.25): (0.25 − 6·0.8)/7 = −0.65;
+    # with t = 0 the compliance would score 0.25/7 = +0.036 and beat the refusal
+    assert torch.allclose(obj.score(t([-1.6, 0.25]), cost), t([-1.6 / 7, -4.55 / 7]))
+    assert obj.state_dict()["unsafe_threshold"] == -2.0
+
+
 def test_cost_model_loss_hand_values():
     cw, cb = t([1.0]), t([-1.0])
     bt = math.log1p(math.exp(-2.0))  # −log σ(1 − (−1)) = 0.126928

@@ -29,11 +29,12 @@ class SafetyObjective:
     cost_limit: float | None
     lambda_lr: float
     lam: float
-    unsafe_only: bool = False  # penalise C⁺ = max(C, 0) instead of C (rl.math.unsafe_part)
+    unsafe_only: bool = False  # penalise C⁺ = max(C − t, 0) instead of C (rl.math.unsafe_part)
+    unsafe_threshold: float = 0.0  # t
 
     def cost(self, raw: Tensor) -> Tensor:
         """The cost the score and the constraint use: the cost model's, or its unsafe part."""
-        return unsafe_part(raw) if self.unsafe_only else raw
+        return unsafe_part(raw, self.unsafe_threshold) if self.unsafe_only else raw
 
     def score(self, reward: Tensor, cost: Tensor) -> Tensor:
         if self.mode == "lagrangian":

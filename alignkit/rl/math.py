@@ -174,15 +174,20 @@ def lagrangian_score(reward: Tensor, cost: Tensor, lam: float | Tensor) -> Tenso
     return (reward - lam * cost) / (1.0 + lam)
 
 
-def unsafe_part(cost: Tensor) -> Tensor:
-    """C⁺ = max(C, 0): the cost above the cost model's safe/unsafe line (cost > 0 ⇔ unsafe).
+def unsafe_part(cost: Tensor, threshold: float = 0.0) -> Tensor:
+    """C⁺ = max(C − t, 0): the cost above the line t where the penalty starts (t = 0: the
+    cost model's own safe/unsafe line, cost > 0 ⇔ unsafe).
 
     A Bradley–Terry cost model also orders *safe* replies, and learns that a refusal is the
     safest reply of all — to any request. Penalising the raw cost then pays the policy for
     refusing benign requests (measured on the default run: a benign refusal cost 2.7 less
-    than a benign answer, a harmful compliance 5.4 more than a refusal). C⁺ scores every safe
-    reply, answer or refusal, alike at 0, so only unsafe replies cost anything."""
-    return cost.clamp_min(0.0)
+    than a benign answer, a harmful compliance 5.4 more than a refusal). C⁺ scores every
+    reply below t, answer or refusal, alike at 0, so only replies above it cost anything.
+    A t below 0 also prices the harmful compliances the classifier rates just "safe"
+    (measured on the default run's held-out replies: harmful refusals at a median C of
+    −3.6, benign answers −3.6, look-alike answers −3.1, harmful compliances of the SL-CAI
+    model −1.2, with only 43% above 0)."""
+    return (cost - threshold).clamp_min(0.0)
 
 
 def lagrange_multiplier_step(lam: float, mean_cost: float, cost_limit: float, lr: float

@@ -93,7 +93,8 @@ class PPOTrainer:
                                           chat_template, gold, sampler, cost_scorer)
         # Safe RLHF: λ of the reward–cost trade-off, moved by dual ascent in finish_step.
         self.safety = (SafetyObjective(cfg.cost_objective, cfg.cost_limit, cfg.lambda_lr,
-                                       cfg.lambda_init, cfg.cost_unsafe_only)
+                                       cfg.lambda_init, cfg.cost_unsafe_only,
+                                       cfg.unsafe_threshold)
                        if cost_scorer is not None else None)
         run = RunDir(out_dir)
         self.out_dir, self.ckpt_dir = run.path, run.checkpoints
