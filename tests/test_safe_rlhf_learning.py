@@ -72,7 +72,8 @@ def test_lambda_is_checkpointed(tiny_tokenizer, tmp_path):
     assert again.safety is not None and abs(again.safety.lam - expected) < 1e-9
 
 
-def _run_shifted(tok, tmp_path, unsafe_only: bool, steps: int = 20) -> list[dict]:
+def _run_shifted(tok, tmp_path, unsafe_only: bool, steps: int = 20, threshold: float = 0.0
+                 ) -> list[dict]:
     """Reward = share of even tokens s; cost = s − 1.5, negative for every reply: all are
     safe, and the 'safer' ones are the less rewarding (as a refusal is to a benign request).
     A fixed λ = 2, so only the cost's transform differs between the two runs."""
@@ -84,7 +85,7 @@ def _run_shifted(tok, tmp_path, unsafe_only: bool, steps: int = 20) -> list[dict
     cfg = PPOConfig(steps=steps, prompts_per_step=8, samples_per_prompt=4, lr=2e-3,
                     kl_coef=0.0, epochs=2, minibatches=2, checkpoint_every=1000,
                     cost="synthetic", cost_objective="fixed", lambda_init=2.0,
-                    cost_unsafe_only=unsafe_only)
+                    cost_unsafe_only=unsafe_only, unsafe_threshold=threshold)
     trainer = PPOTrainer(policy, tok, prompts, even, cfg, GenerateConfig(max_new_tokens=8),
                          tmp_path, stop_token_ids(tok, lm),
                          cost_scorer=lambda p, t, g: even(p, t, g) - 1.5)
@@ -103,3 +104,15 @@ def test_unsafe_only_cost_leaves_safe_replies_to_the_reward(tiny_tokenizer, tmp_
     start = hinge[0][A.REWARD]
     assert _tail(hinge, A.REWARD, 5) > start + 0.2, [round(r[A.REWARD], 3) for r in hinge]
     assert _tail(raw, A.REWARD, 5) < start - 0.1, [round(r[A.REWARD], 3) for r in raw]
+
+
+@pytest.mark.slow
+def test_a_threshold_below_zero_moves_the_optimum_to_where_cost_crosses_it(tiny_tokenizer,
+                                                                         tmp_path):
+    # cost s − 1.5 is "safe" (< 0) for every reply; with t = −1.3 the penalty is
+    # max(s − 0.2, 0) and the score s − 2·max(s − 0.2, 0) peaks at s = 0.2: the known
+    # optimum is the share where the cost crosses t (the hinge at t = 0 leaves s → 1, above)
+    rows = _run_shifted(tiny_tokenizer, tmp_path, unsafe_only=True, threshold=-1.3)
+    start, end = rows[0][A.REWARD], _tail(rows, A.REWARD, 5)
+    assert start > 0.45 and 0.05 < end < 0.35, [round(r[A.REWARD], 3) for r in rows]
+    assert _tail(rows, A.COST, 5) < 0.15  # the penalised part, max(s − 0.2, 0), near 0
