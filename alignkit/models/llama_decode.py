@@ -11,7 +11,8 @@ against 17 ms; on a Sapphire Rapids Xeon in bf16 the layers' products 18.5 ms ag
 - fuses q/k/v into one weight and gate/up into another (four matmuls a layer instead
   of seven), copied from the trunk at every ``refresh`` so it never holds stale weights
   (the attention scale folded into the query rows: exact for a power-of-two head size);
-- multiplies a few rows as ``(W @ xᵀ)ᵀ``, where that is the faster kernel;
+- multiplies bf16 weights through oneDNN's packed layout (``pack_bf16``, once per batch),
+  and fp32 ones for a few rows as ``(W @ xᵀ)ᵀ``, where that is the faster kernel;
 - writes keys and values in place into a cache preallocated for prompt + response;
 - keeps everything but the products in fp32 (with bf16 weights, bf16 attention and
   norms at these sizes cost more than fp32's).
