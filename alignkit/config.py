@@ -345,6 +345,9 @@ class PPOConfig(Section):
             raise field_conflict("minibatches", f"{self.minibatches} minibatches of a "
                                  f"{rollouts}-sequence rollout would be empty — use at most "
                                  f"{rollouts}")
+        if self.unsafe_threshold != 0.0 and not self.cost_unsafe_only:
+            raise field_conflict("unsafe_threshold", "applies to the unsafe part of the cost "
+                                 "only — set cost_unsafe_only: true, or leave it at 0")
         return self
 
 

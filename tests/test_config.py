@@ -141,6 +141,7 @@ def test_infinite_and_nan_floats_are_refused(key, value):
     ({"ppo.prompts_per_step": 2, "ppo.samples_per_prompt": 2, "ppo.minibatches": 5},
      "ppo.minibatches"),
     ({"guard.raise_beta_min": 2.0, "guard.max_beta": 1.0}, "guard.raise_beta_min"),
+    ({"ppo.unsafe_threshold": -2.0}, "ppo.unsafe_threshold"),  # needs cost_unsafe_only
 ])
 def test_cross_field_bounds_name_the_field(overrides, field):
     with pytest.raises(ConfigError) as e:
