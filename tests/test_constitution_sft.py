@@ -41,3 +41,30 @@ def test_sft_lowers_the_loss_on_revisions(tiny_tokenizer, tmp_path, cpu_bf16):
         assert abs(mean_completion_nll(policy, tiny_tokenizer, recs) - before) < 1e-4
     policy.lm.save_pretrained(tmp_path / "policy")
     assert (tmp_path / "policy" / "adapter_config.json").exists()
+
+
+def test_the_loss_is_the_full_logits_cross_entropy_on_completion_tokens(tiny_tokenizer):
+    """The fused head on target rows only gives the same loss and adapter gradients as
+    log-softmax over every position's full logits, masked to the completion (fp32)."""
+    from alignkit.safety.sft import completion_nll
+
+    lm = load_causal_lm(TINY, tiny_tokenizer)
+    policy = Policy(lm, ModelConfig(name=TINY, lora_r=8, lora_alpha=16, compute_dtype="float32"))
+    params = [p for n, p in policy.lm.named_parameters() if "lora_" in n]
+    for p in params:  # B = 0 at init: give the adapters a say
+        torch.nn.init.normal_(p, std=0.05)
+    recs = [{"prompt": "Hi there", "completion": "hello friend"},
+            {"prompt": "A much longer prompt with many words in it", "completion": "ok"}]
+    ids, attn, tgt = build_batch(tiny_tokenizer, recs, chat_template=False)
+
+    loss = completion_nll(policy, ids, attn, tgt)
+    got = torch.autograd.grad(loss, params)
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)
+    logits = policy.lm(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    mask = tgt[:, 1:].float()
+    want_loss = -(logp * mask).sum() / mask.sum()
+    want = torch.autograd.grad(want_loss, params)
+    torch.testing.assert_close(loss, want_loss, rtol=1e-5, atol=1e-6)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

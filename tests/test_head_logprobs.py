@@ -102,3 +102,55 @@ def test_half_precision_falls_back_to_float32_logits() -> None:
     want = torch.log_softmax(head(h).float(), -1).gather(1, tok[:, None]).squeeze(1)
     assert lp.dtype == torch.float32
     torch.testing.assert_close(lp, want)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_bf16_products_stay_near_float64_and_repeat_bit_for_bit(bias: bool) -> None:
+    """``product_dtype=bf16``: log-probs, entropies and the gradients within bf16's rounding
+    of the float64 answer (8 mantissa bits on operands of a 64-term sum), and the same
+    function twice gives the same bits (PPO's first ratio is exactly 1)."""
+    torch.manual_seed(3)
+    N, D, V = 600, 64, 1000  # N spans two row chunks
+    head = nn.Linear(D, V, bias=bias)
+    h = torch.randn(N, D, requires_grad=True)
+    tok = torch.randint(0, V, (N,))
+    g = torch.randn(N)
+
+    lp, ent = head_logprobs(head, h, tok, with_entropy=True, product_dtype=torch.bfloat16)
+    assert lp.dtype == ent.dtype == torch.float32
+    (lp * g).sum().backward()
+    got = [h.grad.clone()] + [p.grad.clone() for p in head.parameters()]
+    lp2, _ = head_logprobs(head, h.detach(), tok, with_entropy=False,
+                           product_dtype=torch.bfloat16)
+    torch.testing.assert_close(lp2, lp.detach(), rtol=0, atol=0)
+
+    head64 = nn.Linear(D, V, bias=bias).double()
+    head64.load_state_dict(head.state_dict())
+    h64 = h.detach().double().requires_grad_(True)
+    lp_ref, ent_ref = _reference(head64, h64, tok, 1.0)
+    (lp_ref * g.double()).sum().backward()
+    want = [h64.grad] + [p.grad for p in head64.parameters()]
+    err = (lp.double() - lp_ref).abs()
+    assert err.mean() < 0.05 and err.max() < 0.3  # logits ~±3: bf16 steps of ~0.01
+    assert err.max() > 1e-3  # it did round: the fp32 path is within ~1e-6
+    torch.testing.assert_close(ent.double(), ent_ref, rtol=0, atol=0.1)
+    for a, b in zip(got, want, strict=True):
+        assert (a.double() - b).norm() < 0.02 * b.norm()
+
+
+def test_a_frozen_weights_low_precision_copy_follows_in_place_writes() -> None:
+    """The cached bf16 copy of a frozen head is reused, and redone after an in-place write
+    (a checkpoint load, an optimizer step) bumps the weight's version counter."""
+    from alignkit.models.policy import _low_precision_copy
+
+    w = torch.randn(50, 8).requires_grad_(False)
+    first = _low_precision_copy(w, torch.bfloat16)
+    assert _low_precision_copy(w, torch.bfloat16) is first
+    with torch.no_grad():
+        w.add_(1.0)
+    again = _low_precision_copy(w, torch.bfloat16)
+    assert again is not first
+    torch.testing.assert_close(again, w.bfloat16(), rtol=0, atol=0)
+    trained = torch.randn(50, 8, requires_grad=True)
+    assert _low_precision_copy(trained, torch.bfloat16) is not _low_precision_copy(
+        trained, torch.bfloat16)
