@@ -166,3 +166,25 @@ def test_other_backbones_keep_the_alignkit_layout(tmp_path):
     assert json.loads((tmp_path / "rm" / META).read_text())["format"] == "alignkit"
     torch.testing.assert_close(RewardModel.load(tmp_path / "rm", device="cpu")
                                .score(PROMPTS[:2], COMPLETIONS[:2]), before, atol=1e-6, rtol=0)
+
+
+def test_a_bf16_reward_model_scores_in_bf16_after_reloading(minilm_rm, tmp_path):
+    """``reward.compute_dtype`` is saved with the model: reloaded, it scores exactly as it
+    did (a resumed run's PPO rewards are the uninterrupted run's), within bf16's rounding
+    of the fp32 scores, and a plain fp32 model saves no choice at all."""
+    rm = RewardModel(minilm_rm.backbone, minilm_rm.tokenizer, minilm_rm.max_length,
+                     device="cpu", compute_dtype="bfloat16")
+    rm.head.load_state_dict(minilm_rm.head.state_dict())
+    rm.norm_mean.copy_(minilm_rm.norm_mean)
+    rm.norm_std.copy_(minilm_rm.norm_std)
+    assert rm.compute_dtype == torch.bfloat16
+    low, exact = rm.score(PROMPTS, COMPLETIONS), minilm_rm.score(PROMPTS, COMPLETIONS)
+    assert not torch.equal(low, exact)
+    torch.testing.assert_close(low, exact, atol=0.1, rtol=0.05)
+    rm.save(tmp_path / "bf16")
+    assert json.loads((tmp_path / "bf16" / META).read_text())["compute_dtype"] == "bfloat16"
+    again = RewardModel.load(tmp_path / "bf16", device="cpu")
+    assert again.compute_dtype == torch.bfloat16
+    assert torch.equal(again.score(PROMPTS, COMPLETIONS), low)
+    minilm_rm.save(tmp_path / "fp32")
+    assert "compute_dtype" not in json.loads((tmp_path / "fp32" / META).read_text())

@@ -26,6 +26,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from alignkit.models.device import module_device, pick_device, precision
 from alignkit.models.loading import SMOLLM2, TINY, load_causal_lm, load_tokenizer
+from alignkit.models.sampling_twin import resolve_compute_dtype
 from alignkit.reward import hf_format
 
 META = "alignkit_reward.json"
@@ -58,8 +59,8 @@ def load_backbone(name: str, policy_name: str, tiny_layers: int = 2, tiny_hidden
 
 class RewardModel(nn.Module):
     def __init__(self, backbone: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                 max_length: int = 96, pooling: str | None = None, device: str = "auto"
-                 ) -> None:
+                 max_length: int = 96, pooling: str | None = None, device: str = "auto",
+                 compute_dtype: str | None = None) -> None:
         super().__init__()
         self.backbone, self.tokenizer, self.max_length = backbone, tokenizer, max_length
         if tokenizer.pad_token is None:
@@ -75,6 +76,11 @@ class RewardModel(nn.Module):
         self.register_buffer("norm_mean", torch.zeros(()))
         self.register_buffer("norm_std", torch.ones(()))
         self.to(pick_device(device))  # 'auto': a CUDA GPU when torch sees one
+        # reward.compute_dtype ('auto' / 'float32' / 'bfloat16'), saved with the model so a
+        # reloaded one scores as it was trained; None = the device's default precision
+        self.compute_choice = compute_dtype
+        self.compute_dtype = (None if compute_dtype is None
+                              else resolve_compute_dtype(compute_dtype, self.device))
 
     @property
     def device(self) -> torch.device:
@@ -88,8 +94,8 @@ class RewardModel(nn.Module):
                 if k in ("input_ids", "attention_mask", "token_type_ids")}
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **kw) -> Tensor:
-        """Raw reward logits, one per row (fp32; the backbone under the device's precision)."""
-        with precision(input_ids.device):
+        """Raw reward logits, one per row (fp32; the backbone under ``compute_dtype``)."""
+        with precision(input_ids.device, self.compute_dtype):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kw)
         h = out.last_hidden_state.to(self.head.weight.dtype)
         m = attention_mask.to(h.dtype)
@@ -141,6 +147,7 @@ class RewardModel(nn.Module):
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, path / HEAD)
         meta = {"pooling": self.pooling, "max_length": self.max_length,
                 "norm_mean": float(self.norm_mean), "norm_std": float(self.norm_std),
+                **({} if self.compute_choice is None else {"compute_dtype": self.compute_choice}),
                 **layout, **(extra or {})}
         (path / META).write_text(json.dumps(meta, indent=2))
 
@@ -176,7 +183,7 @@ class RewardModel(nn.Module):
         else:  # the alignkit layout, and every folder written before "format" existed
             backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
         rm = cls(backbone, AutoTokenizer.from_pretrained(path), meta["max_length"],
-                 meta["pooling"], device)
+                 meta["pooling"], device, meta.get("compute_dtype"))
         rm.head.load_state_dict(load_file(path / HEAD))
         rm.norm_mean.fill_(meta["norm_mean"])
         rm.norm_std.fill_(meta["norm_std"])

@@ -30,7 +30,8 @@ def train_one(cfg: RunConfig, pairs: list[Pair], path: Path, member: int | None 
 
     r, m = (cfg.cost if cost else cfg.reward), cfg.model
     backbone, tok = load_backbone(r.backbone, m.name, m.tiny_layers, m.tiny_hidden)
-    rm = RewardModel(backbone, tok, r.max_length, device=m.device)
+    rm = RewardModel(backbone, tok, r.max_length, device=m.device,
+                     compute_dtype=r.compute_dtype)
     report = train_reward_model(rm, pairs, r.model_copy(update={"seed": r.seed + (member or 0)}),
                                 cost=cost)
     extra = {"backbone": r.backbone, "kind": "cost" if cost else "reward"}
