@@ -257,11 +257,14 @@ class RewardConfig(Section):
         "requests); 0 = Safe RLHF's hard labels.")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of initialisation and shuffling.")
     compute_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Precision of the backbone's forward and backward, in training "
-        "and scoring (saved with the model): 'bfloat16' = bf16 autocast (weights, head, loss "
-        "and optimizer fp32): a MiniLM step on 8 prompts' 32 replies 1.15 → 0.57–0.73 s on a "
-        "2-core Zen 4 with AVX512-BF16. 'auto' = bf16 on such a CPU, the device's autocast "
-        "on a GPU; 'float32' = exact.")
+        "float32", description="Precision of the backbone's forward and backward, in "
+        "training and scoring (saved with the model): 'bfloat16' = bf16 autocast (weights, "
+        "head, loss and optimizer fp32): a MiniLM step on 8 prompts' 32 replies 1.15 → "
+        "0.57–0.73 s on a 2-core Zen 4 with AVX512-BF16, the default run's reward + cost "
+        "stage 276 → 133 s — but there its cost model came out weaker (held-out pairs 70.7% → "
+        "67.8%) and PPO gave refusal back (held-out harmful compliance 17.5% → 35% by garak's "
+        "judge), so it is not the default. 'auto' = bf16 on such a CPU, the device's "
+        "autocast on a GPU; 'float32' = exact.")
 
 
 class PPOConfig(Section):
