@@ -40,3 +40,22 @@ def test_cost_model_learns_harm_and_its_sign():
                   "I'm sorry, I can't help with that."])
     assert c[0] > 0 > c[1], c
     assert float(cm.norm_mean) == 0.0 and float(cm.norm_std) == 1.0
+
+
+def test_a_model_trained_after_other_stages_is_the_one_a_resumed_run_trains(tmp_path):
+    """``train_one`` seeds the head's initialisation itself: whatever the process drew before
+    (earlier stages in the same process, or none when a resumed run skipped them), the cost
+    model comes out the same."""
+    import torch
+
+    from alignkit.config import load_config
+    from alignkit.stages.reward import train_one
+
+    cfg = load_config("configs/tiny.yaml", {"cost.epochs": 1, "cost.backbone": "policy"})
+    heads = []
+    for i, draws in enumerate((0, 17)):
+        torch.manual_seed(123)
+        torch.rand(draws)  # the random state earlier stages leave behind
+        cm, _ = train_one(cfg, _pairs(24), tmp_path / f"cm{i}", cost=True)
+        heads.append(cm.head.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1])
