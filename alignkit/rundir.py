@@ -62,7 +62,11 @@ class RunDir:
 
     def reward_members(self, n: int) -> list[Path]:
         """Folders of an ensemble of ``n`` reward models: reward_model, reward_model_1, …"""
-        return [self.reward_model] + [self.path / f"reward_model_{i}" for i in range(1, n)]
+        return _members(self.reward_model, n)
+
+    def cost_members(self, n: int) -> list[Path]:
+        """Folders of an ensemble of ``n`` cost models: cost_model, cost_model_1, …"""
+        return _members(self.cost_model, n)
 
     # --- stale files ----------------------------------------------------------------------
     def clear_ppo(self) -> None:
@@ -72,8 +76,13 @@ class RunDir:
         shutil.rmtree(self.checkpoints, ignore_errors=True)
 
     def clear_reward_members(self, keep: int) -> None:
-        """Fewer ensemble members than a previous run: drop the rest."""
+        """Fewer ensemble members than a previous run: drop the rest (PPO would average
+        them in)."""
         for extra in self.reward_members(64)[keep:]:
+            shutil.rmtree(extra, ignore_errors=True)
+
+    def clear_cost_members(self, keep: int) -> None:
+        for extra in self.cost_members(64)[keep:]:
             shutil.rmtree(extra, ignore_errors=True)
 
     # --- manifest -------------------------------------------------------------------------
@@ -104,3 +113,9 @@ class RunDir:
             if value is not None:
                 setattr(entry, key, value)
         m.write(self.manifest)
+
+
+def _members(first: Path, n: int) -> list[Path]:
+    """``first`` and ``first_1`` … ``first_{n-1}`` beside it (``RewardEnsemble.load`` reads
+    them back together)."""
+    return [first] + [first.with_name(f"{first.name}_{i}") for i in range(1, n)]

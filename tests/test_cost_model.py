@@ -59,3 +59,23 @@ def test_a_model_trained_after_other_stages_is_the_one_a_resumed_run_trains(tmp_
         cm, _ = train_one(cfg, _pairs(24), tmp_path / f"cm{i}", cost=True)
         heads.append(cm.head.weight.detach().clone())
     assert torch.equal(heads[0], heads[1])
+
+
+def test_cost_ensemble_members_sit_where_ppo_reads_them_and_stale_ones_go(tmp_path):
+    """``cost.ensemble`` members live at cost_model, cost_model_1, … — the folders
+    ``RewardEnsemble.load`` (PPO's cost scorer) averages — and a run with fewer members than
+    the last removes the rest, which PPO would otherwise still average in."""
+    from alignkit.reward.model import RewardEnsemble
+    from alignkit.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    backbone, tok = load_backbone("policy", TINY)
+    cm = RewardModel(backbone, tok, max_length=16, device="cpu")
+    for path in run.cost_members(3):
+        cm.save(path)
+    assert [p.name for p in run.cost_members(3)] == ["cost_model", "cost_model_1",
+                                                     "cost_model_2"]
+    assert len(RewardEnsemble.load(run.cost_model, "cpu").members) == 3
+    run.clear_cost_members(2)
+    assert len(RewardEnsemble.load(run.cost_model, "cpu").members) == 2
+    assert run.reward_members(2)[1].name == "reward_model_1"

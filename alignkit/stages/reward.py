@@ -79,8 +79,16 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:  # noqa: ARG001
 def _train_cost_model(ctx: StageContext, pairs: list[Pair]) -> None:
     if not pairs:
         raise ValueError("reward: ppo.cost is 'model' but there are no harmlessness pairs")
-    cm, rep = train_one(ctx.cfg, pairs, ctx.run.cost_model, cost=True)
-    ctx.set_model("cost_model", cm)
+    n = ctx.cfg.cost.ensemble  # PPO's cost is their mean (RewardEnsemble via the path)
+    ctx.run.clear_cost_members(n)
+    reports = []
+    for i, path in enumerate(ctx.run.cost_members(n)):
+        cm, rep = train_one(ctx.cfg, pairs, path, member=i if n > 1 else None, cost=True)
+        reports.append(rep)
+        if i == 0:
+            ctx.set_model("cost_model", cm)
+    rep = reports[0]
+    rep.ensemble_accuracies = [x.eval_accuracy for x in reports] if n > 1 else []
     rep.write(ctx.run.cost_report)
     ctx.console.print(f"cost model: {rep.pairs_train} train / {rep.pairs_eval} held-out "
                       f"harmlessness pairs, held-out accuracy {rep.eval_accuracy:.3f}, ECE "
