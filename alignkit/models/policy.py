@@ -347,9 +347,10 @@ _low_weights: dict[tuple, tuple[int, Tensor]] = {}  # (ptr, shape, dtype) -> (ve
 
 def _low_precision_copy(weight: Tensor, dtype: torch.dtype) -> Tensor:
     """``weight`` in ``dtype``; a frozen weight's copy is kept and reused while its version
-    counter (bumped by every in-place write through autograd's view: loads, optimizer
-    steps) stays put — the 49k × 576 head's cast costs ~15 ms, a fifth of the product it
-    feeds. A trained weight is cast afresh every call."""
+    counter (bumped by ``load_state_dict`` and other in-place writes on the tensor, not by
+    writes through ``.data``) stays put — the 49k × 576 head's cast costs ~15 ms, a fifth
+    of the product it feeds. A trained weight is cast afresh every call (a fused optimizer
+    step bumps no version counter)."""
     if weight.requires_grad:
         return weight.detach().to(dtype)
     key = (weight.data_ptr(), tuple(weight.shape), dtype)

@@ -48,15 +48,14 @@ class Rollout:
 def response_forward(policy: Policy, query_ids: Tensor, query_mask: Tensor,
                      response_ids: Tensor, response_mask: Tensor, temperature: float,
                      reference: bool = False, with_values: bool = True,
-                     with_entropy: bool | None = None
-                     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                     with_entropy: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Log-probs, entropies and values at response positions only ([B, T] each).
 
     The LM head (49k-wide for SmolLM2) runs only on the response positions inside the
     mask (after the first stop token nothing is needed), through the fused head log-prob,
     so no [B, T, vocab] logits live for backward; its products run in the trunk's
     precision (``head_logprobs``' ``product_dtype``). Log-probs and entropies are 0
-    outside the mask; entropies by default for the policy, not the reference.
+    outside the mask; entropies only for the policy (never the reference).
     """
     dev = policy.device
     query_ids, query_mask = query_ids.to(dev), query_mask.to(dev)
@@ -70,7 +69,7 @@ def response_forward(policy: Policy, query_ids: Tensor, query_mask: Tensor,
     rows = keep.nonzero().squeeze(1)
     lp, ent = head_logprobs(policy.head(reference), flat.index_select(0, rows),
                             response_ids.reshape(-1).index_select(0, rows), temperature,
-                            with_entropy=not reference if with_entropy is None else with_entropy,
+                            with_entropy=with_entropy and not reference,
                             product_dtype=policy.compute_dtype)
     logp = lp.new_zeros(keep.numel()).index_copy(0, rows, lp).view_as(response_mask)
     entropy = None

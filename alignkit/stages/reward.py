@@ -58,20 +58,13 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:  # noqa: ARG001
             raise ValueError("reward: ppo.cost is 'model' but no helpfulness pairs — rank "
                              "both criteria (data.prompts: hh does)")
     ctx.run.clear_reward_members(rc.ensemble)
-    reports = []
-    for i, path in enumerate(ctx.run.reward_members(rc.ensemble)):
-        rm, rep = train_one(ctx.cfg, pairs, path, member=i)
-        reports.append(rep)
-        if i == 0:
-            ctx.set_model("reward_model", rm)
-    report = reports[0]
-    report.ensemble_accuracies = [x.eval_accuracy for x in reports]
+    report = _train_members(ctx, pairs, ctx.run.reward_members(rc.ensemble), "reward_model")
     report.write(ctx.run.reward_report)
     ctx.console.print(f"reward model: {report.pairs_train} train / {report.pairs_eval} "
                       f"held-out pairs, held-out accuracy {report.eval_accuracy:.3f}, "
                       f"ECE {report.eval_ece:.3f}"
                       + (f"; ensemble of {rc.ensemble}: accuracies "
-                         + ", ".join(f"{x.eval_accuracy:.3f}" for x in reports)
+                         + ", ".join(f"{a:.3f}" for a in report.ensemble_accuracies)
                          if rc.ensemble > 1 else ""))
     return StageResult(record=report)
 
@@ -81,15 +74,23 @@ def _train_cost_model(ctx: StageContext, pairs: list[Pair]) -> None:
         raise ValueError("reward: ppo.cost is 'model' but there are no harmlessness pairs")
     n = ctx.cfg.cost.ensemble  # PPO's cost is their mean (RewardEnsemble via the path)
     ctx.run.clear_cost_members(n)
-    reports = []
-    for i, path in enumerate(ctx.run.cost_members(n)):
-        cm, rep = train_one(ctx.cfg, pairs, path, member=i if n > 1 else None, cost=True)
-        reports.append(rep)
-        if i == 0:
-            ctx.set_model("cost_model", cm)
-    rep = reports[0]
-    rep.ensemble_accuracies = [x.eval_accuracy for x in reports] if n > 1 else []
+    rep = _train_members(ctx, pairs, ctx.run.cost_members(n), "cost_model")
     rep.write(ctx.run.cost_report)
     ctx.console.print(f"cost model: {rep.pairs_train} train / {rep.pairs_eval} held-out "
                       f"harmlessness pairs, held-out accuracy {rep.eval_accuracy:.3f}, ECE "
                       f"{rep.eval_ece:.3f}, safe/unsafe accuracy {rep.safety_accuracy:.3f}")
+
+
+def _train_members(ctx: StageContext, pairs: list[Pair], paths: list[Path], name: str
+                   ) -> RewardReport:
+    """One model per folder of ``paths`` (member i on seed + i; the cost section's when
+    ``name`` is the cost model); member 0 is kept in memory as ``name`` and its report, with
+    every member's held-out accuracy, returned."""
+    reports = []
+    for i, path in enumerate(paths):
+        model, rep = train_one(ctx.cfg, pairs, path, member=i, cost=name == "cost_model")
+        reports.append(rep)
+        if i == 0:
+            ctx.set_model(name, model)
+    reports[0].ensemble_accuracies = [x.eval_accuracy for x in reports]
+    return reports[0]
