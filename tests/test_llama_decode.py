@@ -47,7 +47,15 @@ def _reference(lm, prompt, mask, more) -> list[torch.Tensor]:
     return [h[:, prompt.size(1) - 1 + t] for t in range(more.size(1) + 1)]
 
 
-def test_decoder_matches_transformers_full_forward_over_left_padding(tiny_tokenizer):
+@pytest.mark.parametrize(("fused_from", "prefill_rows"), [
+    (LD.FUSED_ATTENTION_ROWS, LD.PREFILL_ROWS), (2, LD.PREFILL_ROWS), (LD.FUSED_ATTENTION_ROWS, 6),
+    (2, 6)])
+def test_decoder_matches_transformers_full_forward_over_left_padding(tiny_tokenizer, monkeypatch,
+                                                                     fused_from, prefill_rows):
+    # fused_from 2: a prompt chunk goes through SDPA (a long prompt's attention), steps do
+    # not; prefill_rows 6: the 3 × 5 prompt goes in chunks of 2, 2 and 1 positions
+    monkeypatch.setattr(LD, "FUSED_ATTENTION_ROWS", fused_from)
+    monkeypatch.setattr(LD, "PREFILL_ROWS", prefill_rows)
     lm = tiny_llama(tiny_tokenizer, layers=2, hidden=64)
     assert LD.supports(lm.model)
     decoder = LD.LlamaDecoder(lm.model)
