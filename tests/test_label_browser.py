@@ -124,6 +124,37 @@ def test_labeler_ranks_three_items_by_keyboard(served):
     assert (DOCS / "admin.png").stat().st_size > 10_000
 
 
+def test_keys_reach_the_next_item_while_the_stats_are_still_loading(served):
+    """The next item takes keys as soon as it is on screen. The page used to stay busy until
+    its labeler stats (/api/me) came back too, so on a loaded machine a quick labeler's keys
+    for the new item were dropped (this suite once timed out on it)."""
+    from playwright.sync_api import sync_playwright
+
+    store, url, token = served
+    held = []  # /api/me requests kept waiting until the end
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 820})
+        page.goto(f"{url}/label#token={token}")
+        page.wait_for_selector("#work:not([hidden]) .card")
+        page.route("**/api/me", lambda route: held.append(route))
+        previous = ""
+        for _ in range(2):
+            page.wait_for_function("prev => (document.body.dataset.item || '') !== prev && "
+                                   "document.querySelector('.card')", arg=previous,
+                                   timeout=10_000)
+            previous = page.evaluate("document.body.dataset.item")
+            for key in ["1", "2", "3", "Enter"]:
+                page.keyboard.press(key)
+        page.wait_for_function("prev => document.body.dataset.item !== prev", arg=previous,
+                               timeout=10_000)
+        assert held  # the stats of both submissions were still on their way
+        for route in held:
+            route.continue_()
+        browser.close()
+    assert len([r for r in store.rankings() if r.labeler.name == "alice"]) == 2
+
+
 # Two criteria (PKU-SafeRLHF style). The "harmful" prompts are mild stand-ins: what matters
 # here is the flow (content warning, opt-out), not the content.
 HH_ITEMS = [

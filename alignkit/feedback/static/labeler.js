@@ -266,12 +266,15 @@ async function send(body, doneMessage) {
     await api("/api/rankings", { method: "POST", body: JSON.stringify(body) });
     say(doneMessage);
     await loadNext();
-    await refreshMe();
   } catch (err) {
     handleError(err);
+    return;
   } finally {
+    // keys go to the next item as soon as it is on screen, not after the stats below:
+    // while /api/me was still on its way, a quick labeler's keys were dropped
     state.busy = false;
   }
+  refreshMe().catch(handleError);
 }
 
 function submit() {
