@@ -233,6 +233,8 @@ class LlamaDecoder:
 
         A long prompt goes through in chunks of about ``PREFILL_ROWS`` rows (see there)."""
         B, S = input_ids.shape
+        if S == 0:
+            raise ValueError("LlamaDecoder.forward: input_ids has no positions to feed")
         if max_len is not None:
             shape = (len(self.trunk.layers), B, self.kv_heads, max_len, self.head_dim)
             self.k_cache, self.v_cache = torch.empty(shape), torch.empty(shape)
