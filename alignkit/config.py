@@ -262,9 +262,10 @@ class RewardConfig(Section):
         "head, loss and optimizer fp32): a MiniLM step on 8 prompts' 32 replies 1.15 → "
         "0.57–0.73 s on a 2-core Zen 4 with AVX512-BF16, the default run's reward + cost "
         "stage 276 → 133 s — but there its cost model came out weaker (held-out pairs 70.7% → "
-        "67.8%) and PPO gave refusal back (held-out harmful compliance 17.5% → 35% by garak's "
-        "judge), so it is not the default. 'auto' = bf16 on such a CPU, the device's "
-        "autocast on a GPU; 'float32' = exact.")
+        "67.8%) and one reading of held-out harmful compliance went 17.5% → 35% by garak's "
+        "judge (single readings of that rate vary by ~10 points), so it is not the "
+        "default. 'auto' = bf16 on such a CPU, the device's autocast on a GPU; 'float32' = "
+        "exact.")
 
 
 class PPOConfig(Section):

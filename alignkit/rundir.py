@@ -78,12 +78,11 @@ class RunDir:
     def clear_reward_members(self, keep: int) -> None:
         """Fewer ensemble members than a previous run: drop the rest (PPO would average
         them in)."""
-        for extra in self.reward_members(64)[keep:]:
-            shutil.rmtree(extra, ignore_errors=True)
+        _drop_members(self.reward_model, keep)
 
     def clear_cost_members(self, keep: int) -> None:
-        for extra in self.cost_members(64)[keep:]:
-            shutil.rmtree(extra, ignore_errors=True)
+        """The same for the cost models."""
+        _drop_members(self.cost_model, keep)
 
     # --- manifest -------------------------------------------------------------------------
     def read_manifest(self) -> Manifest:
@@ -119,3 +118,8 @@ def _members(first: Path, n: int) -> list[Path]:
     """``first`` and ``first_1`` … ``first_{n-1}`` beside it (``RewardEnsemble.load`` reads
     them back together)."""
     return [first] + [first.with_name(f"{first.name}_{i}") for i in range(1, n)]
+
+
+def _drop_members(first: Path, keep: int) -> None:
+    for extra in _members(first, 64)[keep:]:
+        shutil.rmtree(extra, ignore_errors=True)

@@ -58,7 +58,7 @@ def run(ctx: StageContext, r: int, resume: bool) -> StageResult:  # noqa: ARG001
             raise ValueError("reward: ppo.cost is 'model' but no helpfulness pairs — rank "
                              "both criteria (data.prompts: hh does)")
     ctx.run.clear_reward_members(rc.ensemble)
-    report = _train_members(ctx, pairs, ctx.run.reward_members(rc.ensemble), "reward_model")
+    report = _train_members(ctx, pairs, ctx.run.reward_members(rc.ensemble), cost=False)
     report.write(ctx.run.reward_report)
     ctx.console.print(f"reward model: {report.pairs_train} train / {report.pairs_eval} "
                       f"held-out pairs, held-out accuracy {report.eval_accuracy:.3f}, "
@@ -74,23 +74,23 @@ def _train_cost_model(ctx: StageContext, pairs: list[Pair]) -> None:
         raise ValueError("reward: ppo.cost is 'model' but there are no harmlessness pairs")
     n = ctx.cfg.cost.ensemble  # PPO's cost is their mean (RewardEnsemble via the path)
     ctx.run.clear_cost_members(n)
-    rep = _train_members(ctx, pairs, ctx.run.cost_members(n), "cost_model")
+    rep = _train_members(ctx, pairs, ctx.run.cost_members(n), cost=True)
     rep.write(ctx.run.cost_report)
     ctx.console.print(f"cost model: {rep.pairs_train} train / {rep.pairs_eval} held-out "
                       f"harmlessness pairs, held-out accuracy {rep.eval_accuracy:.3f}, ECE "
                       f"{rep.eval_ece:.3f}, safe/unsafe accuracy {rep.safety_accuracy:.3f}")
 
 
-def _train_members(ctx: StageContext, pairs: list[Pair], paths: list[Path], name: str
+def _train_members(ctx: StageContext, pairs: list[Pair], paths: list[Path], cost: bool
                    ) -> RewardReport:
-    """One model per folder of ``paths`` (member i on seed + i; the cost section's when
-    ``name`` is the cost model); member 0 is kept in memory as ``name`` and its report, with
+    """One model per folder of ``paths`` (member i on seed + i, from the cost section when
+    ``cost``); member 0 is kept in memory (as cost_model or reward_model) and its report, with
     every member's held-out accuracy, returned."""
     reports = []
     for i, path in enumerate(paths):
-        model, rep = train_one(ctx.cfg, pairs, path, member=i, cost=name == "cost_model")
+        model, rep = train_one(ctx.cfg, pairs, path, member=i, cost=cost)
         reports.append(rep)
         if i == 0:
-            ctx.set_model(name, model)
+            ctx.set_model("cost_model" if cost else "reward_model", model)
     reports[0].ensemble_accuracies = [x.eval_accuracy for x in reports]
     return reports[0]
