@@ -155,6 +155,16 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def alignkit_process_setup() -> None:
+    """What alignkit's CLI does to its process besides the threads (``run.keep_freed_memory``);
+    nothing on an older checkout without it. Only alignkit's side calls this."""
+    try:
+        from alignkit.models.allocator import keep_freed_memory
+    except ImportError:
+        return
+    keep_freed_memory()
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 

@@ -110,6 +110,7 @@ def build_trainer(out_dir: Path, lr: float = 3e-4, dtype: str = "float32",
     from alignkit.rl.ppo import PPOTrainer
     from alignkit.rl.scorers import token_share_scorer
 
+    C.alignkit_process_setup()
     tok = C.bench_tokenizer()
     lm = load_causal_lm(SMOLLM2, tok, dtype=dtype)
     model_cfg = dict(name=SMOLLM2, use_lora=True, lora_r=16, lora_alpha=32)

@@ -72,6 +72,7 @@ def alignkit_iteration(trainer) -> dict:
 
 
 def alignkit_worker(use_lora: bool, lr: float) -> None:
+    C.alignkit_process_setup()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = alignkit_trainer(use_lora, lr, Path(tmp))
         n_train = sum(p.numel() for p in trainer.policy.trainable_parameters())

@@ -10,7 +10,7 @@ from peft.tuners.lora import Linear as LoraLinear
 
 from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
 from alignkit.generation import encode_prompts, sample
-from alignkit.models import sampling_twin
+from alignkit.models import attention, sampling_twin
 from alignkit.models.attention import FP32_SDPA, use_fp32_attention
 from alignkit.models.device import describe, precision
 from alignkit.models.loading import TINY, load_causal_lm, stop_token_ids
@@ -85,10 +85,11 @@ def test_bf16_trunk_keeps_heads_and_gradients_fp32_and_lora_fused(tiny_tokenizer
     assert all(w.dtype == torch.float32 for w in fast.trainable_parameters())
 
 
-def test_fp32_attention_under_autocast_masks_padding_like_sdpa(tiny_tokenizer):
+def test_fp32_attention_under_autocast_masks_padding_like_sdpa(tiny_tokenizer, monkeypatch):
     """The bf16 trunk's attention runs in fp32 through alignkit's registered function; on a
-    left-padded batch in fp32 it must give transformers' SDPA results bit for bit (without
-    its mask builder the padding went unmasked: log-probs 4.6 apart)."""
+    left-padded batch in fp32 it must give transformers' SDPA results — bit for bit where
+    it hands over to SDPA (long sequences), to float rounding where the grouped products
+    run (without SDPA's mask builder the padding went unmasked: log-probs 4.6 apart)."""
     tok = tiny_tokenizer
     assert _policy(tok, "bfloat16").causal.config._attn_implementation == FP32_SDPA
     exact = _policy(tok, "float32")
@@ -99,8 +100,39 @@ def test_fp32_attention_under_autocast_masks_padding_like_sdpa(tiny_tokenizer):
     want = response_forward(exact, ids, mask, resp, rmask, 1.0)[0]
     assert use_fp32_attention(exact.causal)
     got = response_forward(exact, ids, mask, resp, rmask, 1.0)[0]
-    assert torch.equal(got, want)
+    assert 0 < (got - want).abs().max() < 1e-5  # the grouped products: rounding only
+    monkeypatch.setattr(attention, "GROUPED_MAX_POSITIONS", 0)
+    assert torch.equal(response_forward(exact, ids, mask, resp, rmask, 1.0)[0], want)
     assert not use_fp32_attention(exact.causal)  # only SDPA models are switched
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(6, 2), (4, 4)])
+def test_grouped_attention_is_sdpa_with_its_gradients(heads, kv_heads):
+    """Query heads stacked per key/value head give SDPA's output and gradients (causal,
+    and under a padding mask); a left pad's row, which may attend to nothing, stays finite
+    where SDPA's −∞ mask would make it NaN."""
+    torch.manual_seed(0)
+    B, T, d = 3, 7, 8
+    q = torch.randn(B, heads, T, d, requires_grad=True)
+    k, v = (torch.randn(B, kv_heads, T, d, requires_grad=True) for _ in range(2))
+    allowed = torch.ones(B, 1, T, T, dtype=torch.bool).tril()
+    allowed[0, :, :, :2] = False  # row 0: two left pads
+    g = torch.randn(B, T, heads, d)
+    for mask in (None, allowed):
+        got = attention.grouped_attention(q, k, v, mask, 0.3)
+        grads = torch.autograd.grad((got * g).sum(), (q, k, v))
+        rep = heads // kv_heads
+        want = torch.nn.functional.scaled_dot_product_attention(
+            q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
+            attn_mask=mask, is_causal=mask is None, scale=0.3).transpose(1, 2)
+        rows = slice(None) if mask is None else (slice(None), slice(2, None))  # not pads
+        want_grads = torch.autograd.grad((want[rows] * g[rows]).sum(), (q, k, v))
+        got_grads = torch.autograd.grad((attention.grouped_attention(q, k, v, mask, 0.3)[rows]
+                                         * g[rows]).sum(), (q, k, v))
+        torch.testing.assert_close(got[rows], want[rows], atol=1e-6, rtol=1e-5)
+        for a, b in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert all(torch.isfinite(x).all() for x in (got, *grads))
 
 
 def test_sampler_marks_autocast_generations_approximate(tiny_tokenizer):
