@@ -12,6 +12,9 @@ measures in the same process, with the same threads, the two limits the work is 
 - a plain matmul of the update's shape ([B·(P+T), hidden] × [hidden, intermediate]) →
   the floor of a step's FLOPs.
 
+Beside the bound it prints the same product at a decoding step's shape (B rows), whose
+kernels run far below the update-shaped rate: how far the step is from its own products.
+
 The decoding step is compared with max(weight bytes / bandwidth, step FLOPs / matmul rate)
 and the update with the matmul rate of its precision (its FLOPs counted by
 ``torch.utils.flop_counter`` on the warm-up iteration). The last two lines are
@@ -184,10 +187,12 @@ def main() -> None:
         inter = getattr(lm.config, "intermediate_size", 4 * hidden)
         rows = C.BATCH * (C.PROMPT_TOKENS + C.NEW_TOKENS)
 
-        def limits() -> tuple[float, float, float, float]:
+        def limits() -> tuple[float, float, float, float, float]:
             return (copy_bandwidth(), matmul_rate(rows, hidden, inter),
                     matmul_rate(rows, hidden, inter, torch.bfloat16),
-                    matmul_rate(2048, 2048, 2048))
+                    matmul_rate(2048, 2048, 2048),
+                    matmul_rate(C.BATCH, hidden, inter,  # a decoding step's product
+                                torch.bfloat16 if twin else torch.float32))
 
         before = limits()  # measured before and after the iterations; the best is the
         # machine's limit (on a shared machine a loaded moment only lowers a measurement)
@@ -197,7 +202,8 @@ def main() -> None:
         w_bytes, w_params = decode_weights(lm)
         if twin:  # the sampler reads the bf16 twin: two bytes a weight
             w_bytes = 2 * w_params
-    bandwidth, mm32, mm16, mm_big = (max(x, y) for x, y in zip(before, limits(), strict=True))
+    bandwidth, mm32, mm16, mm_big, mm_step = (max(x, y) for x, y in
+                                               zip(before, limits(), strict=True))
 
     med = {k: C.median([r[k] for r in runs]) for k in ("seconds", "t_gen", "t_ref", "t_update")}
     steps = C.median([r["steps"] for r in runs])
@@ -230,6 +236,10 @@ def main() -> None:
           f"included); bound {1000 * bound:.1f} ms = max(weights {w_bytes / 1e6:.0f} MB "
           f"/ bandwidth = {1000 * t_read:.1f} ms, {step_flops / 1e9:.2f} "
           f"GFLOP / matmul = {1000 * t_flop:.1f} ms)")
+    print(f"  (beside the bound: a [{C.BATCH}x{hidden}]x[{hidden}x{inter}] product, a decoding "
+          f"step's shape, runs at {mm_step / 1e9:.1f} GFLOP/s: the step's FLOPs at that rate "
+          f"take {1000 * step_flops / mm_step:.1f} ms; the step is "
+          f"{decode_step * mm_step / step_flops:.2f}x that)")
     print(f"update: {first['update_flops'] / 1e12:.2f} TFLOP in {med['t_update']:.2f} s = "
           f"{update_rate / 1e9:.1f} GFLOP/s; whole iteration "
           f"{(first['rollout_flops'] + first['update_flops']) / 1e12:.2f} TFLOP, "
