@@ -6,6 +6,8 @@ known exactly: cost at the limit and reward as high as the limit allows, both 0.
 fixed-weight baseline with λ = 0 is the unconstrained run and must overshoot the limit.
 """
 
+import statistics
+
 import pytest
 import torch
 
@@ -20,9 +22,9 @@ LIMIT = 0.7
 LR = 2.0
 
 
-def _run(tok, tmp_path, objective: str, lam: float, algorithm: str = "ppo", steps: int = 40
-         ) -> list[dict]:
-    torch.manual_seed(0)
+def _run(tok, tmp_path, objective: str, lam: float, algorithm: str = "ppo", steps: int = 40,
+         seed: int = 0) -> list[dict]:
+    torch.manual_seed(seed)
     lm = load_causal_lm(TINY, tok)
     policy = Policy(lm, ModelConfig(name=TINY, lora_r=8, lora_alpha=16))
     even = token_share_scorer(torch.arange(0, len(tok), 2))
@@ -47,17 +49,26 @@ def _tail(rows: list[dict], key: str, n: int = 20) -> float:
 def test_lagrangian_holds_cost_at_the_limit(tiny_tokenizer, tmp_path):
     free = _run(tiny_tokenizer, tmp_path / "free", "fixed", lam=0.0)
     assert _tail(free, A.COST) > LIMIT + 0.1, [r[A.COST] for r in free]  # unconstrained
-    # λ starts at 1, where (R − λC)/(1 + λ) is flat, and moves by dual ascent from there
-    safe = _run(tiny_tokenizer, tmp_path / "lagrangian", "lagrangian", lam=1.0)
-    cost = _tail(safe, A.COST)
-    assert abs(cost - LIMIT) < 0.1, [round(r[A.COST], 3) for r in safe]
-    # λ rose past 1 to bring the cost back to the line (when it does is the dynamics':
-    # bf16 and fp32 products put the first swing at step 9 and at step 12)
-    assert max(r[A.LAMBDA] for r in safe) > 1.0
+    # λ starts at 1, where (R − λC)/(1 + λ) is flat, and moves by dual ascent from there.
+    # The cost swings around the limit (a period of ~20–30 steps here), so one run's 20-step
+    # tail can sit in a trough: measured on seeds 0–3, 0.66 / 0.66 / 0.89 / 0.80 with SDPA's
+    # fused attention and 0.56 / 0.68 / 0.71 / 0.69 with the grouped products, which round
+    # differently. The statistic is the median of three seeds' tails.
+    runs = [_run(tiny_tokenizer, tmp_path / f"lagrangian{seed}", "lagrangian", lam=1.0,
+                 seed=seed) for seed in (0, 1, 2)]
+    costs = [[round(r[A.COST], 3) for r in rows] for rows in runs]
+    assert abs(_median(_tail(rows, A.COST) for rows in runs) - LIMIT) < 0.1, costs
+    # λ rose past 1 in every run to bring the cost back to the line (when it does is the
+    # dynamics': bf16 and fp32 products put the first swing at step 9 and at step 12)
+    assert all(max(r[A.LAMBDA] for r in rows) > 1.0 for rows in runs)
     # the reward is as high as the limit allows (here reward = cost)
-    assert abs(_tail(safe, A.REWARD) - LIMIT) < 0.1
+    assert abs(_median(_tail(rows, A.REWARD) for rows in runs) - LIMIT) < 0.1
     # logged every step, the score is the combined one
-    assert all({A.REWARD, A.COST, A.LAMBDA} <= set(r) for r in safe)
+    assert all({A.REWARD, A.COST, A.LAMBDA} <= set(r) for rows in runs for r in rows)
+
+
+def _median(values) -> float:
+    return statistics.median(list(values))
 
 
 def test_lambda_is_checkpointed(tiny_tokenizer, tmp_path):
