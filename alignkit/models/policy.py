@@ -216,16 +216,20 @@ class FusedLoraLinear(LoraLinear):
                 or not isinstance(self.lora_dropout[names[0]], nn.Identity) or x.dim() < 2:
             return super().forward(x, *args, **kwargs)
         a, b = self.lora_A[names[0]].weight, self.lora_B[names[0]].weight
-        base = self.base_layer(x)
+        rows = x.reshape(-1, x.size(-1))
+        base = self.base_layer(rows)
         if not (base.dtype == x.dtype == a.dtype == b.dtype
                 or torch.is_autocast_enabled(x.device.type)):  # autocast: all in its dtype
             return super().forward(x, *args, **kwargs)
-        # in place on base(x): linear's backward does not read its output, and the copy
-        # an out-of-place addmm makes of it is a pass over [tokens, out] for nothing
-        xa = torch.nn.functional.linear(x, a).reshape(-1, a.size(0)).to(base.dtype)
-        base.view(-1, base.size(-1)).addmm_(xa, b.t().to(base.dtype),
-                                            alpha=self.scaling[names[0]])
-        return base
+        xa = torch.nn.functional.linear(rows, a).to(base.dtype)
+        bt, scale = b.t().to(base.dtype), self.scaling[names[0]]
+        if base._base is None:  # in place: linear's backward does not read its output, and
+            # the copy an out-of-place addmm makes is a pass over [tokens, out] for nothing;
+            # on a view (GPT-2's Conv1D returns one) autograd would copy it back instead
+            out = base.addmm_(xa, bt, alpha=scale)
+        else:
+            out = torch.addmm(base, xa, bt, alpha=scale)
+        return out.view(*x.shape[:-1], out.size(-1))
 
 
 def fuse_lora_linears(model: nn.Module) -> None:
