@@ -6,9 +6,9 @@ layer's activations, a [512, 49k] logits block, an autograd temporary — is the
 page-faulted in anew, 4 KiB at a time, every time it is made: on the 2-core Zen 4 a PPO
 iteration on SmolLM2 took ~160–200k page faults and 0.6–0.9 s of system time. With mmap
 off and a high trim threshold, freed blocks stay on the heap and the next tensor of that
-size reuses them: 0–16k faults, 0.2–0.4 s of system time, the update ~8% faster
-(``benchmarks/ppo_smollm2.py``). The same thing jemalloc or tcmalloc do when preloaded,
-without asking the user for either.
+size reuses them: 0–16k faults, 0.2–0.4 s of system time (one pair of runs of
+``benchmarks/ppo_smollm2.py``: the update 3.90 → 3.60 s). The same thing jemalloc or
+tcmalloc do when preloaded, without asking the user for either.
 
 The price: the process keeps its high-water mark of heap memory until it exits (PPO on
 SmolLM2: peak RSS 3.6 → 3.8 GB). ``RunConfig.keep_freed_memory: false`` turns it off.
