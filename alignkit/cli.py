@@ -94,17 +94,14 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
 def _config_and_pairs(config: Path | None, set_: list[str], pairs: Path):
     """The prologue of every command that trains on a pairs file: config, data, threads."""
     from alignkit.data.types import read_pairs_jsonl
-    from alignkit.models.allocator import keep_freed_memory
-    from alignkit.models.loading import set_threads
+    from alignkit.models.loading import configure_process
 
     try:
         cfg = load_config(config, dict(_parse_override(s) for s in set_))
         data = read_pairs_jsonl(pairs)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    set_threads(cfg.threads)
-    if cfg.keep_freed_memory:
-        keep_freed_memory()
+    configure_process(cfg.threads, cfg.keep_freed_memory)
     return cfg, data
 
 

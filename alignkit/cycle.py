@@ -18,8 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from alignkit.config import RunConfig
-from alignkit.models.allocator import keep_freed_memory
-from alignkit.models.loading import set_threads
+from alignkit.models.loading import configure_process
 from alignkit.rundir import RunDir
 from alignkit.stages import (
     ROUND_STAGES,
@@ -41,9 +40,7 @@ class Cycle:
         self.cfg = cfg
         self.run = RunDir(out)
         self.console = console or Console()
-        set_threads(cfg.threads)
-        if cfg.keep_freed_memory:
-            keep_freed_memory()
+        configure_process(cfg.threads, cfg.keep_freed_memory)
         self.ctx = StageContext(cfg, self.run, self.console)
         _ = self.ctx.prompts, self.ctx.judge  # a missing prompt file or judge fails now
         check_trackers(cfg.report_to)  # a missing tracker package fails now, not after PPO

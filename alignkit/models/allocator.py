@@ -25,19 +25,14 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 _TRIM_THRESHOLD = 2**31 - 1  # (an int) free heap above this at the top goes back to the OS
 _TOP_PAD = 64 * 2**20  # grow the heap in 64 MB steps: fewer brk calls
 
-_applied = False
 
 
 def keep_freed_memory() -> bool:
-    """Switch glibc malloc to heap-only, never-trimmed allocation for this process; True
-    when it took effect (or already had), False where the C library is not glibc."""
-    global _applied
-    if _applied:
-        return True
+    """Switch glibc malloc to heap-only, never-trimmed allocation for this process (calling
+    it again changes nothing); True when it took effect, False where the C library is not
+    glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    ok = all(libc.mallopt(param, value) == 1 for param, value in (
+    return all(libc.mallopt(param, value) == 1 for param, value in (
         (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)))
-    _applied = ok
-    return ok

