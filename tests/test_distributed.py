@@ -2,16 +2,19 @@
 reproducing the local trainer's numbers (known answer: the local run itself)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from alignkit.config import GenerateConfig, ModelConfig, PPOConfig
+from alignkit.distributed import workers
 from alignkit.distributed.config import DistributedConfig
 from alignkit.distributed.device import autocast_dtype, pick_device, precision
 from alignkit.distributed.runner import shard_prompts
 from alignkit.distributed.workers import (
     Learner,
+    RemoteScorer,
     RolloutTask,
     RolloutWorker,
     WorkerSpec,
@@ -108,6 +111,15 @@ def test_worker_and_learner_reproduce_the_local_trainer(tiny_tokenizer, tmp_path
     # the update moved the adapters, and the worker picks up the broadcast
     _, _, new = learner.state()
     assert any(not torch.equal(new[k], weights[k]) for k in new)
+
+
+def test_actors_apply_the_runs_process_settings(monkeypatch):
+    """A Ray actor is a process of its own: the driver's threads and run.keep_freed_memory
+    do not reach it, so each actor applies the spec's."""
+    calls: list[tuple[int, bool]] = []
+    monkeypatch.setattr(workers, "configure_process", lambda t, k: calls.append((t, k)))
+    RemoteScorer(replace(tiny_spec(), threads=1, keep_freed_memory=False))
+    assert calls == [(1, False)]
 
 
 def test_device_helper_on_cpu():

@@ -35,7 +35,7 @@ from alignkit.distributed.data_parallel import RayCollective
 from alignkit.generation import Generation
 from alignkit.generation_vllm import make_sampler
 from alignkit.models.build import build_policy as build_model_policy
-from alignkit.models.loading import load_tokenizer, set_threads
+from alignkit.models.loading import configure_process, load_tokenizer
 from alignkit.models.policy import Policy
 from alignkit.rl import math as M
 from alignkit.rl.collect import RolloutBatch, RolloutCollector
@@ -94,6 +94,7 @@ class WorkerSpec:
     seed: int = 0  # the seed the base model was built with (random tiny model)
     chat_template: bool = False
     threads: int = 1
+    keep_freed_memory: bool = True  # run.keep_freed_memory, applied in every actor's process
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _gold(spec: WorkerSpec):
 
 class RolloutWorker:
     def __init__(self, spec: WorkerSpec, scorer_actor=None) -> None:
-        set_threads(spec.threads)
+        configure_process(spec.threads, spec.keep_freed_memory)
         self.tok, self.policy, stop_ids = build_policy(spec)
         if scorer_actor is None:
             scorer = spec.scorer(self.tok)
@@ -195,7 +196,7 @@ class RemoteScorer:
     'separate'): one copy of the RM instead of one per worker."""
 
     def __init__(self, spec: WorkerSpec) -> None:
-        set_threads(spec.threads)
+        configure_process(spec.threads, spec.keep_freed_memory)
         self.scorer = spec.scorer(load_tokenizer(spec.model.name))
 
     def score(self, prompts: list[str], texts: list[str], gen: Generation) -> torch.Tensor:
@@ -209,7 +210,7 @@ def _no_scorer(prompts, texts, gen):  # noqa: ARG001
 class Learner:
     def __init__(self, spec: WorkerSpec, prompts: list[str], out_dir: str | Path,
                  rank: int = 0, world: int = 1, group: str | None = None) -> None:
-        set_threads(spec.threads)
+        configure_process(spec.threads, spec.keep_freed_memory)
         self.tok, self.policy, stop_ids = build_policy(spec)
         self.trainer = PPOTrainer(self.policy, self.tok, prompts, _no_scorer, spec.ppo,
                                   spec.generate, Path(out_dir), stop_ids, spec.chat_template)

@@ -134,7 +134,8 @@ def _on_ray(ctx: StageContext, go_on: bool, total: int) -> tuple[str, int | None
     c = ctx.cfg
     spec = WorkerSpec(model=c.model, ppo=c.ppo, generate=c.generate, scorer=scorer_spec(ctx),
                       gold_judge=c.feedback.judge, seed=c.seed,
-                      chat_template=c.data.chat_template)
+                      chat_template=c.data.chat_template,
+                      keep_freed_memory=c.keep_freed_memory)
     trackers: list = []
 
     def start(step: int) -> None:
