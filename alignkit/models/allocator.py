@@ -6,8 +6,9 @@ layer's activations, a [512, 49k] logits block, an autograd temporary — is the
 page-faulted in anew, 4 KiB at a time, every time it is made: on the 2-core Zen 4 a PPO
 iteration on SmolLM2 took ~160–200k page faults and 0.6–0.9 s of system time. With mmap
 off and a high trim threshold, freed blocks stay on the heap and the next tensor of that
-size reuses them: 0–16k faults, 0.2–0.4 s of system time (one pair of runs of
-``benchmarks/ppo_smollm2.py``: the update 3.90 → 3.60 s). The same thing jemalloc or
+size reuses them: 0–6k faults and 0.03–0.05 s of system time an iteration (four
+alternating pairs of ``benchmarks.ppo_smollm2`` processes; one pair: the update 3.90 →
+3.60 s). The same thing jemalloc or
 tcmalloc do when preloaded, without asking the user for either.
 
 The price: the process keeps its high-water mark of heap memory until it exits (PPO on
@@ -24,7 +25,6 @@ import platform
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 _TRIM_THRESHOLD = 2**31 - 1  # (an int) free heap above this at the top goes back to the OS
 _TOP_PAD = 64 * 2**20  # grow the heap in 64 MB steps: fewer brk calls
-
 
 
 def keep_freed_memory() -> bool:
